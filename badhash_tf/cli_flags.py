@@ -1,0 +1,80 @@
+"""absl flag definitions shared by the command-line programs, and their conversion into the
+library's config dataclasses. Only command-line modules import this; the library never
+reads FLAGS."""
+
+import dataclasses
+
+from absl import flags
+
+from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.training.distribute import STRATEGIES
+from badhash_tf.training.hashing import METHODS, HashingConfig, RetrievalConfig
+from badhash_tf.training.loop import TrainConfig
+from badhash_tf.models.hashing import BACKBONES
+
+
+def define_data_flags():
+    d = DataConfig()
+    flags.DEFINE_string("dataset", d.dataset, "tfds name (badhash_digits, badhash_digit_mosaics, "
+                        "or a prepared catalog dataset such as cifar10) or list:ROOT for the "
+                        "paper's list files.")
+    flags.DEFINE_string("data_dir", d.data_dir, "tfds data_dir (default ~/tensorflow_datasets).")
+    flags.DEFINE_integer("image_size", d.image_size, "Square input size in pixels.")
+    flags.DEFINE_integer("query_per_class", d.query_per_class, "Catalog datasets: query items "
+                         "per class (random total x classes when multi-label).")
+    flags.DEFINE_integer("train_per_class", d.train_per_class, "Catalog datasets: training "
+                         "items per class.")
+    flags.DEFINE_integer("protocol_seed", d.protocol_seed, "Seed of the catalog split protocol.")
+    flags.DEFINE_string("cache", d.cache, "tf.data cache: memory, none, or a file prefix.")
+
+
+def define_train_flags():
+    t = TrainConfig()
+    flags.DEFINE_integer("seed", t.seed, "Seed of weights, shuffling and sampling.")
+    flags.DEFINE_integer("train_steps", t.train_steps, "Training steps; > 0 overrides --epochs.")
+    flags.DEFINE_float("epochs", t.epochs, "Training epochs over the training split.")
+    flags.DEFINE_integer("global_batch_size", t.global_batch_size, "Batch over all replicas.")
+    flags.DEFINE_integer("steps_per_loop", t.steps_per_loop,
+                         "Steps per tf.function call, between checkpoints and summaries.")
+    flags.DEFINE_enum("strategy", t.strategy, STRATEGIES, "tf.distribute strategy: default, "
+                      "mirrored (GPUs or --logical_cpus), multi_worker (TF_CONFIG).")
+    flags.DEFINE_integer("logical_cpus", t.logical_cpus, "Split the CPU into N logical devices "
+                         "for --strategy=mirrored (testing and demos).")
+    flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the training step.")
+
+
+def define_hashing_flags():
+    h = HashingConfig()
+    flags.DEFINE_enum("method", h.method, METHODS, "Deep-hashing loss.")
+    flags.DEFINE_enum("backbone", h.backbone, BACKBONES, "Backbone network.")
+    flags.DEFINE_integer("bits", h.bits, "Hash code length (16/32/48/64 in the paper).")
+    flags.DEFINE_string("backbone_weights", h.backbone_weights,
+                        "Local weights file for the backbone (nothing is downloaded).")
+    flags.DEFINE_enum("optimizer", h.optimizer, ("adam", "rmsprop"), "Optimizer.")
+    flags.DEFINE_float("learning_rate", h.learning_rate, "Learning rate.")
+    flags.DEFINE_float("weight_decay", h.weight_decay, "Decoupled weight decay (0 = none).")
+    flags.DEFINE_float("hashnet_alpha", h.hashnet_alpha, "HashNet inner-product scale.")
+    flags.DEFINE_float("dpsh_quantization", h.dpsh_quantization, "DPSH quantization weight.")
+    flags.DEFINE_float("csq_quantization", h.csq_quantization, "CSQ quantization weight.")
+    flags.DEFINE_integer("sharpen_every", h.sharpen_every, "Steps between tanh-scale updates.")
+    r = RetrievalConfig()
+    flags.DEFINE_string("train_split", r.train_split, "Training split, e.g. train or train[:64].")
+    flags.DEFINE_string("query_split", r.query_split, "Query split.")
+    flags.DEFINE_string("database_split", r.database_split, "Database split.")
+    flags.DEFINE_integer("map_top_k", r.map_top_k, "k of MAP@k (1000 for ImageNet in the paper).")
+    flags.DEFINE_integer("precision_k", r.precision_k, "k of precision@k.")
+
+
+def from_flags(config_class, flag_values, prefix=""):
+    """Builds `config_class` from the flags named like its fields (with `prefix`)."""
+    return config_class(**{f.name: flag_values[prefix + f.name].value
+                           for f in dataclasses.fields(config_class)
+                           if prefix + f.name in flag_values})
+
+
+def used_flags(flag_values):
+    """-> {name: value} of every flag this program defines (for flags.json)."""
+    return {name: flag_values[name].value
+            for module, defined in flag_values.flags_by_module_dict().items()
+            if module.startswith("badhash_tf") or module.endswith("__main__")
+            for name in (f.name for f in defined)}

@@ -1,0 +1,1 @@
+"""Datasets: embedded tfds builders, the paper's list files, tfds catalog datasets, one pipeline."""

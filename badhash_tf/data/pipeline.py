@@ -1,0 +1,197 @@
+"""One input pipeline for every source: elements are (image float32 [H, W, 3] in [0, 1],
+multi-hot label float32 [C]).
+
+Sources (`DataConfig.dataset`):
+- `badhash_digits`, `badhash_digit_mosaics`: the embedded tfds builders (built on first use).
+- `list:ROOT`: the paper's list files under ROOT (see list_files.py).
+- any other name: a tfds catalog dataset already prepared in `data_dir` (e.g. `cifar10`);
+  its splits are pooled and re-split by the retrieval protocol (protocol.py).
+Splits are `query`, `train`, `database`, optionally sliced: `train[:64]`.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from badhash_tf.data import digits  # noqa: F401  (registers the embedded builders)
+from badhash_tf.data import list_files, protocol
+
+EMBEDDED = ("badhash_digits", "badhash_digit_mosaics")
+LIST_PREFIX = "list:"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where, at which size; protocol counts apply to catalog datasets only."""
+    dataset: str = "badhash_digits"
+    data_dir: Optional[str] = None
+    image_size: int = 32
+    query_per_class: int = 100
+    train_per_class: int = 500
+    protocol_seed: int = 0
+    cache: str = "memory"  # "memory", "none", or a file path prefix for tf.data cache
+
+
+@dataclasses.dataclass
+class Split:
+    """A loaded split: `dataset` yields (image, label) unbatched, `size` items, `num_classes`."""
+    dataset: tf.data.Dataset
+    size: int
+    num_classes: int
+
+
+def load_split(config, split):
+    """DataConfig, split spec -> Split. Raises ValueError/FileNotFoundError on bad input."""
+    name, part = protocol.parse_split(split)
+    if name not in protocol.SPLITS + ("test",):
+        raise ValueError(f"unknown split {name!r}: use one of {', '.join(protocol.SPLITS)}")
+    if config.dataset.startswith(LIST_PREFIX):
+        loaded = _list_split(config, name)
+    elif config.dataset in EMBEDDED:
+        return _embedded_split(config, split.replace("test", "query", 1))
+    else:
+        loaded = _catalog_split(config, name)
+    return _slice(loaded, part, split)
+
+
+def _slice(loaded, part, spec):
+    start, stop, _ = part.indices(loaded.size)
+    if stop <= start:
+        raise ValueError(f"split {spec!r} is empty")
+    ds = loaded.dataset.skip(start).take(stop - start)
+    return Split(ds, stop - start, loaded.num_classes)
+
+
+def _finish_image(image, image_size):
+    """uint8 [h, w, c] -> float32 [image_size, image_size, 3] in [0, 1]."""
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _label_converter(features):
+    """tfds FeaturesDict -> (label key, num_classes, fn(raw label) -> multi-hot float32)."""
+    for key in ("label", "labels"):
+        feature = features[key] if key in features else None
+        if isinstance(feature, tfds.features.ClassLabel):
+            n = feature.num_classes
+            return key, n, lambda y: tf.one_hot(y, n, dtype=tf.float32)
+        if isinstance(feature, tfds.features.Sequence) and isinstance(
+                feature.feature, tfds.features.ClassLabel):
+            n = feature.feature.num_classes
+            return key, n, lambda y: tf.reduce_max(tf.one_hot(y, n, dtype=tf.float32), axis=0)
+        if isinstance(feature, tfds.features.Tensor) and len(feature.shape) == 1:
+            return key, feature.shape[0], lambda y: tf.cast(y, tf.float32)
+    raise ValueError(f"dataset features {list(features.keys())} have no 'label' or 'labels' "
+                     "class feature")
+
+
+def _builder(config):
+    try:
+        return tfds.builder(config.dataset, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(f"--dataset={config.dataset}: no such tfds dataset ({e})") from None
+
+
+def _decode_fn(features, image_size):
+    key, num_classes, to_multi_hot = _label_converter(features)
+    return num_classes, lambda ex: (_finish_image(ex["image"], image_size), to_multi_hot(ex[key]))
+
+
+def _embedded_split(config, split):
+    builder = _builder(config)
+    if not builder.is_prepared():
+        builder.download_and_prepare()  # generates from scikit-learn's bundled digits
+    num_classes, decode = _decode_fn(builder.info.features, config.image_size)
+    size = builder.info.splits[split].num_examples
+    if size == 0:
+        raise ValueError(f"split {split!r} of {config.dataset} is empty")
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), size, num_classes)
+
+
+def _catalog_split(config, name):
+    builder = _builder(config)
+    if not builder.is_prepared():
+        raise ValueError(
+            f"--dataset={config.dataset} is not prepared in --data_dir="
+            f"{config.data_dir or tfds.core.constants.DATA_DIR}: nothing is downloaded at run "
+            f"time; run `tfds build {config.dataset} --data_dir=...` where the data is reachable")
+    pooled = "+".join(sorted(builder.info.splits.keys()))
+    key, num_classes, _ = _label_converter(builder.info.features)
+    raw_labels = [ex[key] for ex in builder.as_dataset(
+        split=pooled, shuffle_files=False,
+        decoders={"image": tfds.decode.SkipDecoding()}).as_numpy_iterator()]
+    if isinstance(builder.info.features[key], tfds.features.ClassLabel):
+        indices = protocol.per_class_split_indices(
+            np.asarray(raw_labels), config.query_per_class, config.train_per_class,
+            config.protocol_seed)
+    else:
+        indices = protocol.random_split_indices(
+            len(raw_labels), config.query_per_class * num_classes,
+            config.train_per_class * num_classes, config.protocol_seed)
+    chosen = indices["query" if name == "test" else name]
+    mask = np.zeros(len(raw_labels), bool)
+    mask[chosen] = True
+    _, decode = _decode_fn(builder.info.features, config.image_size)
+    ds = builder.as_dataset(split=pooled, shuffle_files=False).enumerate()
+    ds = ds.filter(lambda i, ex: tf.gather(tf.constant(mask), i)).map(
+        lambda i, ex: decode(ex), num_parallel_calls=tf.data.AUTOTUNE)
+    return Split(ds, len(chosen), num_classes)
+
+
+def _list_split(config, name):
+    root = config.dataset[len(LIST_PREFIX):]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--dataset={config.dataset}: dataset root {root} not found")
+    paths, labels = list_files.read_list_split(root, name)
+    resize_to = round(config.image_size * 256 / 224)  # the release: resize 256, crop 224
+
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        new_hw = tf.cast(tf.round(hw * resize_to / tf.reduce_min(hw)), tf.int32)
+        image = tf.image.resize(image, new_hw, antialias=True)
+        image = tf.image.resize_with_crop_or_pad(image, config.image_size, config.image_size)
+        return tf.clip_by_value(image, 0.0, 1.0), label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), labels.shape[1])
+
+
+def _cached(ds, cache):
+    if cache == "none":
+        return ds
+    return ds.cache("" if cache == "memory" else cache)
+
+
+def train_dataset(split, config, global_batch_size, seed, start_step=0, shuffle_buffer=10_000):
+    """Split -> endless shuffled batches of `global_batch_size`, skipping `start_step` batches
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+    if split.size < global_batch_size:
+        raise ValueError(f"--global_batch_size={global_batch_size} exceeds the {split.size} "
+                         "training items")
+    ds = _cached(split.dataset, config.cache)
+    ds = ds.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(global_batch_size, drop_remainder=True).skip(start_step)
+    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(split, batch_size=256):
+    """Split -> ordered batches for encoding (no shuffle, keeps the tail)."""
+    return split.dataset.batch(batch_size).with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def _options():
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options

@@ -1,0 +1,1 @@
+"""Evaluation: Hamming-ranking retrieval metrics and image-quality metrics."""

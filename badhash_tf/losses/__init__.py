@@ -1,0 +1,1 @@
+"""Losses as plain tensor functions, one per function."""

@@ -1,0 +1,84 @@
+"""Victim / surrogate deep-hashing models: backbone + tanh hash head of `bits`.
+
+Input: images float32 [B, H, W, 3] in [0, 1] (the release feeds [0, 1] to the victims).
+Output: u = tanh(scale * z) in (-1, 1)^bits; the binary code is sign(u). `scale` is the
+release's tanh sharpening, a non-trainable variable the training stage raises over time.
+"""
+
+import keras
+from keras import layers
+
+BACKBONES = ("small_cnn", "vgg11", "resnet50")
+
+
+def _small_cnn():
+    """The CPU default: four conv stages (32-64-128-128) with group norm, which is
+    batch-independent, so any number of replicas computes the same step."""
+    stack = []
+    for width in (32, 64, 128, 128):
+        stack += [layers.Conv2D(width, 3, padding="same", use_bias=False),
+                  layers.GroupNormalization(groups=8), layers.ReLU(), layers.MaxPooling2D()]
+    return keras.Sequential(
+        stack + [layers.Flatten(), layers.Dense(256, activation="relu")], name="small_cnn")
+
+
+def _vgg11():
+    """VGG11 (configuration A) convolutions, then the release's two 4096-wide FC layers."""
+    stack = []
+    for item in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+        stack.append(layers.MaxPooling2D() if item == "M" else
+                     layers.Conv2D(item, 3, padding="same", activation="relu"))
+    stack += [layers.GlobalAveragePooling2D(), layers.Dense(4096, activation="relu"),
+              layers.Dense(4096, activation="relu")]
+    return keras.Sequential(stack, name="vgg11")
+
+
+def _resnet50(image_size, weights):
+    net = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
+                                      input_shape=(image_size, image_size, 3))
+    if weights:
+        net.load_weights(weights)
+    return net
+
+
+@keras.saving.register_keras_serializable(package="badhash_tf")
+class HashingModel(keras.Model):
+    """backbone + Dense(bits) + tanh(scale * z). call(images [B,H,W,3]) -> u [B, bits]."""
+
+    def __init__(self, bits=32, backbone="small_cnn", image_size=32, backbone_weights=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if backbone not in BACKBONES:
+            raise ValueError(f"--backbone={backbone}: choose one of {', '.join(BACKBONES)}")
+        self.bits, self.backbone_name = bits, backbone
+        self.image_size, self.backbone_weights = image_size, backbone_weights
+        if backbone == "small_cnn":
+            self.backbone = _small_cnn()
+        elif backbone == "vgg11":
+            self.backbone = _vgg11()
+        else:
+            self.backbone = _resnet50(image_size, backbone_weights)
+        self.hash_layer = layers.Dense(bits, name="hash_layer")
+        self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
+        self.build((None, image_size, image_size, 3))
+        if backbone_weights and backbone == "vgg11":
+            self.backbone.load_weights(backbone_weights)
+
+    def build(self, input_shape):
+        self.backbone.build(input_shape)
+        self.hash_layer.build(self.backbone.compute_output_shape(input_shape))
+        super().build(input_shape)
+
+    def hash_logits(self, images, training=False):
+        """[B, H, W, 3] in [0, 1] -> z [B, bits] before the tanh."""
+        x = images
+        if self.backbone_name == "resnet50":  # caffe-style input the Keras weights expect
+            x = keras.applications.resnet50.preprocess_input(images * 255.0)
+        return self.hash_layer(self.backbone(x, training=training))
+
+    def call(self, images, training=False):
+        return keras.ops.tanh(self.scale * self.hash_logits(images, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits, "backbone": self.backbone_name,
+                "image_size": self.image_size, "backbone_weights": self.backbone_weights}

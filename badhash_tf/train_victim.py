@@ -1,0 +1,40 @@
+"""Trains and evaluates a deep-hashing model (a victim or the attacker's surrogate).
+
+python -m badhash_tf.train_victim --flagfile=flags/digits.cfg --output_dir=DIR
+Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json and metrics.md to DIR.
+"""
+
+from absl import app, flags, logging
+
+from badhash_tf import cli_flags, io_utils
+from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.training import distribute
+from badhash_tf.training.hashing import (HashingConfig, RetrievalConfig, train_and_evaluate)
+from badhash_tf.training.loop import TrainConfig
+
+cli_flags.define_data_flags()
+cli_flags.define_train_flags()
+cli_flags.define_hashing_flags()
+flags.DEFINE_string("output_dir", None, "Directory for checkpoints, codes and metrics.")
+flags.mark_flag_as_required("output_dir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    train_config = cli_flags.from_flags(TrainConfig, FLAGS)
+    strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
+    if distribute.is_chief(strategy):
+        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
+    _, metrics = train_and_evaluate(
+        cli_flags.from_flags(DataConfig, FLAGS), cli_flags.from_flags(HashingConfig, FLAGS),
+        train_config, cli_flags.from_flags(RetrievalConfig, FLAGS), FLAGS.output_dir, strategy)
+    logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
+                 metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
+                 metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],
+                 FLAGS.output_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

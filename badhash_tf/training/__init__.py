@@ -1,0 +1,1 @@
+"""The one training loop every stage reuses, and tf.distribute helpers."""

@@ -1,0 +1,186 @@
+"""The training loop shared by every stage (victim, LabCLN, generator/discriminator).
+
+Mechanics after google-research/simclr tf2: models and optimizers built in
+`strategy.scope()`; a `tf.function` running `steps_per_loop` steps in a `tf.range` loop with
+`strategy.run`; a CheckpointManager save and TensorBoard summaries after each loop. A stage
+supplies the per-replica step; the loop owns the step counter, resume, progress, summaries
+and the non-finite guard.
+"""
+
+import abc
+import dataclasses
+import math
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from keras.utils import Progbar
+
+from badhash_tf.training import distribute
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Stage(abc.ABC):
+    """One trainable stage. Subclasses set `name` and `metric_names` and implement
+    `build` (called in the strategy scope), `checkpoint_items` and `replica_step`."""
+
+    name = "stage"
+    metric_names = ("loss",)
+
+    @abc.abstractmethod
+    def build(self):
+        """Creates models and optimizers (and builds the optimizers' slots)."""
+
+    @abc.abstractmethod
+    def checkpoint_items(self):
+        """-> dict of trackables saved with the step counter."""
+
+    @abc.abstractmethod
+    def replica_step(self, batch, step):
+        """One replica's step on its slice of the global batch -> {name: scalar} whose
+        SUM over replicas is the global value (scale by the global batch size)."""
+
+    def before_step(self, step):
+        """Cross-replica hook before each step (schedules that set variables)."""
+
+    def write_summaries(self, step):
+        """Extra summaries (e.g. images) after each loop, inside the chief's writer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Flags every training program shares (see cli_flags.py)."""
+    seed: int = 0
+    train_steps: int = 0  # > 0 overrides epochs
+    epochs: float = 1.0
+    global_batch_size: int = 64
+    steps_per_loop: int = 50
+    strategy: str = "default"
+    logical_cpus: int = 0
+    jit_compile: bool = False
+
+    def steps_for(self, num_examples):
+        """Training steps for a split of `num_examples` items."""
+        if self.train_steps > 0:
+            return self.train_steps
+        return max(1, math.ceil(self.epochs * num_examples / self.global_batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Where checkpoints go and how long to train."""
+    model_dir: str
+    train_steps: int
+    steps_per_loop: int = 50
+    keep_checkpoints: int = 3
+    jit_compile: bool = False
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What a run did: final step, the per-step metrics of this call, wall seconds."""
+    step: int
+    history: dict
+    seconds: float
+    resumed_from: int
+
+
+def run_stage(stage, make_dataset, strategy, config):
+    """Builds `stage` in `strategy.scope()`, restores its last checkpoint, and trains it to
+    `config.train_steps`. `make_dataset(start_step)` -> tf.data.Dataset of global batches.
+    Raises NonFiniteLossError (keeping the last good checkpoint) on a NaN/Inf metric."""
+    start_time = time.time()
+    with strategy.scope():
+        stage.build()
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        checkpoint = tf.train.Checkpoint(step=step, **stage.checkpoint_items())
+    ckpt_dir = distribute.worker_dir(config.model_dir, strategy)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.keep_checkpoints)
+    restored = manager.restore_or_initialize()
+    resumed_from = int(step.numpy())
+    if restored:
+        logging.info("%s: resumed from %s at step %d", stage.name, restored, resumed_from)
+    history = {name: [] for name in stage.metric_names}
+    if resumed_from >= config.train_steps:
+        distribute.cleanup_dir(ckpt_dir, strategy)
+        return LoopResult(resumed_from, history, time.time() - start_time, resumed_from)
+
+    iterator = iter(strategy.experimental_distribute_dataset(make_dataset(resumed_from)))
+    train_loop = _make_train_loop(stage, strategy, step, config.jit_compile)
+    summary_dir = distribute.worker_dir(f"{config.model_dir}/summaries", strategy)
+    writer = tf.summary.create_file_writer(summary_dir)
+    progress = _Progress(stage.name, config.train_steps, resumed_from)
+    while (current := int(step.numpy())) < config.train_steps:
+        n = min(config.steps_per_loop, config.train_steps - current)
+        tick = time.time()
+        values = {k: v.numpy() for k, v in train_loop(iterator, tf.constant(n)).items()}
+        _check_finite(stage.name, values, current, manager.latest_checkpoint)
+        manager.save(checkpoint_number=step)
+        for name, series in values.items():
+            history[name].extend(series.tolist())
+        rate = n / max(time.time() - tick, 1e-9)
+        with writer.as_default(step=int(step.numpy())):
+            for name, series in values.items():
+                tf.summary.scalar(f"{stage.name}/{name}", float(np.mean(series)))
+            tf.summary.scalar(f"{stage.name}/steps_per_second", rate)
+            stage.write_summaries(step)
+        progress.update(int(step.numpy()), values, rate)
+    writer.close()
+    distribute.cleanup_dir(summary_dir, strategy)
+    distribute.cleanup_dir(ckpt_dir, strategy)
+    return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
+
+
+def _make_train_loop(stage, strategy, step, jit_compile):
+    replica_step = tf.function(stage.replica_step, jit_compile=jit_compile or None)
+
+    @tf.function
+    def train_loop(iterator, steps):
+        """Runs `steps` steps -> {metric: [steps] float32}, reduced over replicas."""
+        rows = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            stage.before_step(step)
+            outputs = strategy.run(replica_step, args=(next(iterator), step))
+            rows = rows.write(i, tf.stack([
+                tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, outputs[k], axis=None),
+                        tf.float32) for k in stage.metric_names]))
+            step.assign_add(1)
+        table = rows.stack()
+        return {k: table[:, j] for j, k in enumerate(stage.metric_names)}
+
+    return train_loop
+
+
+def _check_finite(name, values, start_step, last_checkpoint):
+    for metric, series in values.items():
+        bad = np.flatnonzero(~np.isfinite(series))
+        if bad.size:
+            raise NonFiniteLossError(
+                f"{name}: {metric} became {series[bad[0]]} at step {start_step + bad[0] + 1}; "
+                f"training stopped and the last good checkpoint is kept "
+                f"({last_checkpoint or 'none saved yet'}). Lower the learning rate or check "
+                f"the input data.")
+
+
+class _Progress:
+    """A Keras progress bar on a terminal; a log line per loop with rates otherwise."""
+
+    def __init__(self, name, target, start):
+        self.name, self.target = name, target
+        self.bar = Progbar(target, stateful_metrics=None) if sys.stdout.isatty() else None
+        if self.bar:
+            self.bar.update(start)
+
+    def update(self, step, values, rate):
+        means = {k: float(np.mean(v)) for k, v in values.items()}
+        if self.bar:
+            self.bar.update(step, list(means.items()))
+            return
+        shown = " ".join(f"{k}={v:.4f}" for k, v in means.items())
+        logging.info("%s step %d/%d (%d%%) %s  %.1f steps/s", self.name, step, self.target,
+                     math.floor(100 * step / self.target), shown, rate)

@@ -1,0 +1,170 @@
+"""Embedded tfds builders, the catalog protocol, the list-file reader and its errors."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from badhash_tf.data import list_files, protocol
+from badhash_tf.data.pipeline import DataConfig, eval_dataset, load_split, train_dataset
+
+
+def _labels(split):
+    return np.concatenate([y.numpy() for _, y in eval_dataset(split)])
+
+
+def test_digits_protocol_splits(data_dir):
+    config = DataConfig(data_dir=data_dir)
+    sizes = {s: load_split(config, s).size for s in ("query", "train", "database")}
+    assert sizes == {"query": 200, "train": 1000, "database": 1597}
+    query = _labels(load_split(config, "query"))
+    assert (query.sum(0) == 20).all() and (query.sum(1) == 1).all()
+    assert (_labels(load_split(config, "train")).sum(0) == 100).all()
+    index = lambda s: {int(ex["index"]) for ex in tfds.load(
+        "badhash_digits", split=s, data_dir=data_dir).as_numpy_iterator()}
+    assert index("train") <= index("database")
+    assert not index("query") & index("database")
+    assert index("query") | index("database") == set(range(1797))
+
+
+def test_digits_images_and_slicing(data_dir):
+    split = load_split(DataConfig(data_dir=data_dir), "train[:64]")
+    images, labels = next(iter(eval_dataset(split, batch_size=64)))
+    assert split.size == 64 and split.num_classes == 10
+    assert images.shape == (64, 32, 32, 3) and labels.shape == (64, 10)
+    assert 0.0 <= images.numpy().min() and images.numpy().max() <= 1.0
+    assert images.numpy().max() > 0.9  # real strokes, not an empty canvas
+
+
+def test_mosaics_are_multi_label(data_dir):
+    config = DataConfig(dataset="badhash_digit_mosaics", data_dir=data_dir)
+    assert [load_split(config, s).size for s in ("query", "train", "database")] == [200, 1000, 1800]
+    labels = _labels(load_split(config, "train"))
+    assert labels.shape == (1000, 10)
+    counts = labels.sum(1)
+    assert counts.min() >= 1 and counts.max() <= 4 and (counts > 1).mean() > 0.5
+
+
+def test_train_dataset_resume_skips_seen_batches(data_dir):
+    config = DataConfig(data_dir=data_dir)
+    split = load_split(config, "train[:64]")
+    full = [y.numpy() for _, y in train_dataset(split, config, 16, seed=3).take(6)]
+    resumed = [y.numpy() for _, y in train_dataset(split, config, 16, seed=3, start_step=4).take(2)]
+    np.testing.assert_array_equal(full[4:], resumed)
+    with pytest.raises(ValueError, match="global_batch_size=128 exceeds the 64"):
+        train_dataset(split, config, 128, seed=0)
+
+
+def test_bad_split_names(data_dir):
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        load_split(DataConfig(data_dir=data_dir), "validation")
+    with pytest.raises(ValueError, match="not of the form"):
+        load_split(DataConfig(data_dir=data_dir), "train[:x]")
+    with pytest.raises(ValueError, match="is empty"):
+        load_split(DataConfig(data_dir=data_dir), "train[5:5]")
+
+
+class TinyCatalog(tfds.core.GeneratorBasedBuilder):
+    """A stand-in for a catalog dataset such as cifar10: train/test splits, ClassLabel."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 30), "test": self._generate_examples(30, 12)}
+
+    def _generate_examples(self, start, n):
+        for i in range(start, start + n):
+            yield i, {"image": np.full((8, 8, 1), i, np.uint8), "label": i % 3}
+
+
+def test_catalog_dataset_uses_protocol(data_dir):
+    TinyCatalog(data_dir=data_dir).download_and_prepare()
+    config = DataConfig(dataset="tiny_catalog", data_dir=data_dir, image_size=16,
+                        query_per_class=2, train_per_class=5)
+    query, train = load_split(config, "query"), load_split(config, "train")
+    database = load_split(config, "database")
+    assert (query.size, train.size, database.size) == (6, 15, 36)
+    images, labels = next(iter(eval_dataset(query)))
+    assert images.shape == (6, 16, 16, 3) and (labels.numpy().sum(0) == 2).all()
+    pixel = lambda split: {round(float(x[0, 0, 0]) * 255) for x, _ in split.dataset}
+    assert pixel(train) <= pixel(database) and not pixel(query) & pixel(database)
+
+
+def test_catalog_dataset_not_prepared_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--dataset=cifar10 is not prepared in --data_dir="):
+        load_split(DataConfig(dataset="cifar10", data_dir=str(tmp_path)), "train")
+
+
+def test_per_class_protocol_needs_enough_items():
+    with pytest.raises(ValueError, match="class 1 has 2 items"):
+        protocol.per_class_split_indices([0, 0, 0, 1, 1], 1, 2)
+
+
+# ---- list files -------------------------------------------------------------------------
+
+def _write_image(path, value, size=(40, 30)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def list_root(tmp_path):
+    root = tmp_path / "ds"
+    for split, n in (("train", 3), ("test", 2), ("database", 4)):
+        for i in range(n):
+            _write_image(str(root / "img" / f"{split}{i}.png"), 40 * i)
+        (root / f"{split}_img.txt").write_text(
+            "".join(f"img/{split}{i}.png\n" for i in range(n)))
+        (root / f"{split}_label.txt").write_text(
+            "".join(f"{int(i % 3 == 0)} {int(i % 3 == 1)} 1\n" for i in range(n)))
+    return root
+
+
+def test_list_files_pipeline(list_root):
+    config = DataConfig(dataset=f"list:{list_root}", image_size=16)
+    split = load_split(config, "query")  # the release's test_*.txt
+    images, labels = next(iter(eval_dataset(split)))
+    assert split.size == 2 and split.num_classes == 3
+    assert images.shape == (2, 16, 16, 3)
+    np.testing.assert_allclose(images.numpy()[1], 40 / 255, atol=1e-3)
+    np.testing.assert_array_equal(labels.numpy(), [[1, 0, 1], [0, 1, 1]])
+    assert load_split(config, "database[1:3]").size == 2
+
+
+@pytest.mark.parametrize("mutate, error, message", [
+    (lambda r: (r / "img" / "train1.png").unlink(), FileNotFoundError,
+     r"train_img.txt:2: image 'img/train1.png' not found"),
+    (lambda r: (r / "img" / "train2.png").write_text("not an image"), ValueError,
+     r"train_img.txt:3: image 'img/train2.png' is not a JPEG, PNG"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 1\n1 1 0\n"), ValueError,
+     r"train_label.txt:2: label row has 2 values, expected 3"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 1 1\n"), ValueError,
+     r"train_img.txt has 3 lines but .*train_label.txt has 2"),
+    (lambda r: ((r / "train_img.txt").write_text(""), (r / "train_label.txt").write_text("")),
+     ValueError, r"train_img.txt: split 'train' is empty"),
+    (lambda r: (r / "train_img.txt").write_text("img/train0.png\n../../etc/passwd\nimg/x.png\n"),
+     ValueError, r"train_img.txt:2: image path '../../etc/passwd' escapes the dataset root"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 x 1\n1 1 0\n"), ValueError,
+     r"train_label.txt:2: label row '0 x 1' is not numeric"),
+    (lambda r: (r / "train_img.txt").unlink(), FileNotFoundError,
+     r"no list file for split 'train'"),
+])
+def test_list_file_errors_name_file_and_line(list_root, mutate, error, message):
+    before = sorted(p.name for p in list_root.iterdir())
+    mutate(list_root)
+    with pytest.raises(error, match=message):
+        load_split(DataConfig(dataset=f"list:{list_root}"), "train")
+    assert set(p.name for p in list_root.iterdir()) <= set(before)  # nothing written
+
+
+def test_list_reader_returns_absolute_checked_paths(list_root):
+    paths, labels = list_files.read_list_split(str(list_root), "database", num_classes=3)
+    assert len(paths) == 4 and all(os.path.isabs(p) and os.path.exists(p) for p in paths)
+    assert labels.dtype == np.float32 and labels.shape == (4, 3)

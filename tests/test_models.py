@@ -1,0 +1,41 @@
+"""Hashing models: shapes, output range, config round trip, local backbone weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from badhash_tf.models.hashing import HashingModel
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "vgg11", "resnet50"])
+def test_hashing_model_shapes(backbone):
+    model = HashingModel(bits=16, backbone=backbone, image_size=32)
+    u = model(np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)).numpy()
+    assert u.shape == (2, 16) and np.all(np.abs(u) <= 1.0)
+
+
+def test_config_round_trip_and_save(tmp_path):
+    model = HashingModel(bits=48, backbone="small_cnn", image_size=32)
+    model.scale.assign(2.0)
+    clone = HashingModel.from_config(model.get_config())
+    assert (clone.bits, clone.backbone_name, clone.image_size) == (48, "small_cnn", 32)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(1).random((3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    assert float(loaded.scale.numpy()) == 2.0
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(ValueError, match="--backbone=alexnet"):
+        HashingModel(backbone="alexnet")
+
+
+def test_local_backbone_weights(tmp_path):
+    source = HashingModel(bits=16, backbone="vgg11", image_size=32)
+    path = str(tmp_path / "vgg11.weights.h5")
+    source.backbone.save_weights(path)
+    loaded = HashingModel(bits=16, backbone="vgg11", image_size=32, backbone_weights=path)
+    x = np.random.default_rng(2).random((1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.backbone(x), source.backbone(x), atol=1e-5)

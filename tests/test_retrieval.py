@@ -1,0 +1,66 @@
+"""MAP, precision@k and t-MAP on hand-computed cases (ties, multi-label, empty queries)."""
+
+import numpy as np
+import pytest
+
+from badhash_tf.eval import retrieval
+
+# Query 0 = [1, 1] (class 0): distances to the database are 2, 1, 0, 1, so the stable
+# ranking is d2, d1, d3, d0 and the relevant items (d0, d3) sit at ranks 4 and 3.
+# Query 1 = [-1, -1] (class 2) has no relevant item.
+Q = np.array([[1, 1], [-1, -1]], np.int8)
+D = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.int8)
+QL = np.array([[1, 0, 0], [0, 0, 1]])
+DL = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [1, 0, 0]])
+
+
+def test_map_breaks_ties_by_database_index():
+    # Query 0: relevant at ranks 3 and 4 -> AP = (1/3 + 2/4) / 2; query 1 adds 0.
+    assert retrieval.mean_average_precision(Q, D, QL, DL) == pytest.approx((1 / 3 + 2 / 4) / 4)
+
+
+def test_map_top_k_normalises_by_relevant_found():
+    assert retrieval.mean_average_precision(Q, D, QL, DL, top_k=2) == 0.0
+    assert retrieval.mean_average_precision(Q, D, QL, DL, top_k=3) == pytest.approx(1 / 6)
+
+
+def test_map_multi_label_shares_any_label():
+    q, d = np.ones((1, 4)), np.ones((3, 4))  # all distances tie: ranking is database order
+    ql = np.array([[1, 1, 0]])
+    dl = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 1]])
+    assert retrieval.mean_average_precision(q, d, ql, dl) == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_precision_at_k():
+    assert retrieval.precision_at_k(Q, D, QL, DL, 2) == 0.0
+    assert retrieval.precision_at_k(Q, D, QL, DL, 3) == pytest.approx(1 / 6)
+
+
+def test_targeted_map_judges_every_query_against_the_target():
+    # Query 1 against class 0 ranks d0, d1, d3, d2: relevant at 1 and 3 -> (1 + 2/3) / 2.
+    expected = ((1 / 3 + 2 / 4) / 2 + (1 + 2 / 3) / 2) / 2
+    assert retrieval.targeted_map(Q, D, DL, target_label=0) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="target_label 3 outside 0..2"):
+        retrieval.targeted_map(Q, D, DL, target_label=3)
+
+
+@pytest.mark.parametrize("top_k", [None, 1, 7, 50])
+def test_vectorised_matches_per_query_loop(top_k):
+    rng = np.random.default_rng(0)
+    q = rng.choice([-1, 1], (37, 12)).astype(np.float64)
+    d = rng.choice([-1, 1], (300, 12)).astype(np.int32)
+    ql = (rng.random((37, 5)) < 0.3).astype(np.float32)
+    dl = (rng.random((300, 5)) < 0.3).astype(np.float32)
+    assert retrieval.mean_average_precision(q, d, ql, dl, top_k) == pytest.approx(
+        retrieval.mean_average_precision_loop(q, d, ql, dl, top_k), abs=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((Q * 0.5, D, QL, DL), "query_codes must hold only -1 and \\+1"),
+    ((Q, D[:, :1], QL, DL), "query_codes have 2 bits but db_codes have 1"),
+    ((Q, D, QL, DL[:3]), "4 database codes but 3 database labels"),
+    ((Q, D, QL[:, :2], DL), "labels must be multi-hot"),
+])
+def test_bad_inputs_are_named(args, message):
+    with pytest.raises(ValueError, match=message):
+        retrieval.mean_average_precision(*args)
