@@ -25,11 +25,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     train_config = cli_flags.from_flags(TrainConfig, FLAGS)
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
+    used = cli_flags.used_flags(FLAGS)
     if distribute.is_chief(strategy):
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
+        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
     _, metrics = train_and_evaluate(
         cli_flags.from_flags(DataConfig, FLAGS), cli_flags.from_flags(HashingConfig, FLAGS),
-        train_config, cli_flags.from_flags(RetrievalConfig, FLAGS), FLAGS.output_dir, strategy)
+        train_config, cli_flags.from_flags(RetrievalConfig, FLAGS), FLAGS.output_dir, strategy,
+        record={"flags": used})
     logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
                  metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
                  metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],

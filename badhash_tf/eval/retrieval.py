@@ -38,9 +38,13 @@ def _check(query_codes, db_codes, query_labels, db_labels):
 
 
 def hamming_distance(query_codes, db_codes):
-    """[Q, K], [N, K] +-1 float -> [Q, N] integer distances (uint16)."""
-    bits = query_codes.shape[1]
-    return np.rint(0.5 * (bits - query_codes @ db_codes.T)).astype(np.uint16)
+    """[Q, K], [N, K] +-1 float32 -> [Q, N] integer distances (uint16).
+
+    `<b_q, b_d>` has the parity of K, so `(K - <b_q, b_d>) / 2` is exact in float32."""
+    distance = query_codes @ db_codes.T
+    np.subtract(query_codes.shape[1], distance, out=distance)
+    distance *= 0.5
+    return distance.astype(np.uint16)
 
 
 def _ranked_relevance(q, d, ql, dl, top_k):
@@ -62,12 +66,16 @@ def _ranked_relevance(q, d, ql, dl, top_k):
 
 
 def _average_precisions(q, d, ql, dl, top_k):
+    """AP per query from the positions of its relevant items only (sparse, no cumsum over
+    the whole ranking): precision at the i-th relevant item = i / its rank."""
     out = []
     for rel in _ranked_relevance(q, d, ql, dl, top_k):
-        hits = np.cumsum(rel, axis=1)
-        precision = hits / np.arange(1, rel.shape[1] + 1)
-        found = hits[:, -1]
-        out.append(np.where(found > 0, (precision * rel).sum(1) / np.maximum(found, 1), 0.0))
+        rows, cols = np.nonzero(rel)  # row-major: each row's relevant ranks in order
+        found = np.bincount(rows, minlength=len(rel))
+        first = np.concatenate([[0], np.cumsum(found)[:-1]])
+        nth = np.arange(1, len(rows) + 1) - first[rows]
+        precision_sum = np.bincount(rows, weights=nth / (cols + 1.0), minlength=len(rel))
+        out.append(np.where(found > 0, precision_sum / np.maximum(found, 1), 0.0))
     return np.concatenate(out)
 
 

@@ -144,10 +144,11 @@ class RetrievalConfig:
 
 
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
-                       strategy, train_split=None):
+                       strategy, train_split=None, record=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
     metrics.json and metrics.md there (chief only) -> (model, metrics dict).
-    `train_split` overrides the configured one (e.g. a poisoned split)."""
+    `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
+    command line's flags) is stored in metrics.json as is."""
     r = retrieval_config
     train_split = train_split or pipeline.load_split(data_config, r.train_split)
     model, result = train_hashing_model(train_split, data_config, config, train_config,
@@ -160,7 +161,7 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
                    resumed_from=result.resumed_from, train_examples=train_split.size,
                    final_loss=result.history["loss"][-1] if result.history["loss"] else None,
                    config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
-                   train=dataclasses.asdict(train_config))
+                   train=dataclasses.asdict(train_config), **(record or {}))
     if distribute.is_chief(strategy):
         io_utils.save_npz(f"{output_dir}/codes.npz", query_codes=query[0], query_labels=query[1],
                           db_codes=database[0], db_labels=database[1])

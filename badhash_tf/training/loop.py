@@ -101,7 +101,11 @@ def run_stage(stage, make_dataset, strategy, config):
         checkpoint = tf.train.Checkpoint(step=step, **stage.checkpoint_items())
     ckpt_dir = distribute.worker_dir(config.model_dir, strategy)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.keep_checkpoints)
-    restored = manager.restore_or_initialize()
+    # Every worker restores the chief's latest checkpoint (shared filesystem), as in TF's
+    # multi-worker guide; non-chief workers save to throwaway directories.
+    restored = tf.train.latest_checkpoint(config.model_dir)
+    if restored:
+        checkpoint.restore(restored).assert_existing_objects_matched()
     resumed_from = int(step.numpy())
     if restored:
         logging.info("%s: resumed from %s at step %d", stage.name, restored, resumed_from)
