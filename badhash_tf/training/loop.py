@@ -27,7 +27,8 @@ class NonFiniteLossError(RuntimeError):
 
 class Stage(abc.ABC):
     """One trainable stage. Subclasses set `name` and `metric_names` and implement
-    `build` (called in the strategy scope), `checkpoint_items` and `replica_step`."""
+    `build` (called in the strategy scope), `checkpoint_items`, and `replica_step` (or
+    `distributed_step`, for control flow around several replica steps)."""
 
     name = "stage"
     metric_names = ("loss",)
@@ -40,16 +41,26 @@ class Stage(abc.ABC):
     def checkpoint_items(self):
         """-> dict of trackables saved with the step counter."""
 
-    @abc.abstractmethod
     def replica_step(self, batch, step):
         """One replica's step on its slice of the global batch -> {name: scalar} whose
-        SUM over replicas is the global value (scale by the global batch size)."""
+        SUM over replicas is the global value (scale by the global batch size). Stages
+        that override distributed_step need not define it."""
+        raise TypeError(f"stage {self.name!r} defines neither replica_step nor "
+                        "distributed_step")
 
     def before_step(self, step):
         """Cross-replica hook before each step (schedules that set variables)."""
+        del step  # (a body autograph can convert; a docstring alone is not one)
+
+    def distributed_step(self, run, batch, step):
+        """One global step in cross-replica context -> {name: scalar}. `run(fn, *args)` runs
+        `fn` on every replica and SUM-reduces its dict. Override to put control flow around
+        replica steps (control flow may not cross a synchronisation point inside one)."""
+        return run(self.replica_step, batch, step)
 
     def write_summaries(self, step):
         """Extra summaries (e.g. images) after each loop, inside the chief's writer."""
+        del step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +152,15 @@ def run_stage(stage, make_dataset, strategy, config):
 
 
 def _make_train_loop(stage, strategy, step, jit_compile):
-    replica_step = tf.function(stage.replica_step, jit_compile=jit_compile or None)
+    compiled = {}
+
+    def run(fn, *args):
+        """Runs `fn` (compiled once, XLA when asked) on every replica; SUMs its dict."""
+        if fn not in compiled:
+            compiled[fn] = tf.function(fn, jit_compile=jit_compile or None)
+        outputs = strategy.run(compiled[fn], args=args)
+        return {k: tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None),
+                           tf.float32) for k, v in outputs.items()}
 
     @tf.function
     def train_loop(iterator, steps):
@@ -149,10 +168,8 @@ def _make_train_loop(stage, strategy, step, jit_compile):
         rows = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
             stage.before_step(step)
-            outputs = strategy.run(replica_step, args=(next(iterator), step))
-            rows = rows.write(i, tf.stack([
-                tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, outputs[k], axis=None),
-                        tf.float32) for k in stage.metric_names]))
+            outputs = stage.distributed_step(run, next(iterator), step)
+            rows = rows.write(i, tf.stack([outputs[k] for k in stage.metric_names]))
             step.assign_add(1)
         table = rows.stack()
         return {k: table[:, j] for j, k in enumerate(stage.metric_names)}

@@ -1,0 +1,80 @@
+"""The attacker's losses: LabCLN's contrastive objective and the cGAN's terms.
+
+Per-example functions return [B] so `tf.nn.compute_average_loss` over the global batch,
+summed over replicas, equals the single-device loss.
+"""
+
+import tensorflow as tf
+
+
+def label_smoothing(labels, epsilon=0.2):
+    """Multi-hot [B, C] -> smoothed view `labels * (1 - eps) + eps / C` (LabCLN's 2nd view)."""
+    num_classes = tf.cast(tf.shape(labels)[-1], labels.dtype)
+    return labels * (1.0 - epsilon) + epsilon / num_classes
+
+
+def nt_xent_loss(z_a, z_b, z_a_all, z_b_all, offset, temperature=0.5):
+    """NT-Xent (SimCLR) for this replica's pairs (z_a[i], z_b[i]) -> [B].
+
+    z_a, z_b: [B, F] local views; z_*_all: [M, F] the global batch's views (all-gathered);
+    `offset`: index of this replica's first row in the global batch. Each anchor's positive
+    is its other view; its negatives are the other 2M - 2 features, by cosine similarity over
+    `temperature`. The loss of pair i averages its two directions (a->b, b->a)."""
+    a, b = tf.math.l2_normalize(z_a, -1), tf.math.l2_normalize(z_b, -1)
+    everything = tf.math.l2_normalize(tf.concat([z_a_all, z_b_all], 0), -1)  # [2M, F]
+    m = tf.shape(z_a_all)[0]
+    rows = offset + tf.range(tf.shape(z_a)[0])
+    self_mask = tf.one_hot(rows, 2 * m) + tf.one_hot(rows + m, 2 * m)
+
+    def direction(anchor, positive):
+        logits = tf.matmul(anchor, everything, transpose_b=True) / temperature  # [B, 2M]
+        logits = logits - 1e9 * self_mask  # drop both views of the anchor's own label ...
+        positive_logit = tf.reduce_sum(anchor * positive, -1) / temperature
+        logits = tf.concat([positive_logit[:, None], logits], 1)  # ... then add the positive
+        return tf.reduce_logsumexp(logits, 1) - positive_logit
+
+    return 0.5 * (direction(a, b) + direction(b, a))
+
+
+def quantization_loss(h, scale=1e4):
+    """LabCLN's quantization term, per example: sum_k (sign(h_k) - h_k)^2 / scale -> [B]
+    (the release divides the batch sum by 1e4 * batch)."""
+    return tf.reduce_sum(tf.square(tf.sign(h) - h), -1) / scale
+
+
+def label_mse(predicted, labels):
+    """Mean squared error of the label head per example -> [B]."""
+    return tf.reduce_mean(tf.square(predicted - labels), -1)
+
+
+def reconstruction_loss(generated, images):
+    """MSE + (1 - SSIM) per example, images [B, H, W, 3] in [0, 1] -> [B]. SSIM stands in
+    for the paper's LPIPS, whose pretrained weights cannot be fetched here."""
+    mse = tf.reduce_mean(tf.square(generated - images), [1, 2, 3])
+    ssim = tf.image.ssim(generated, images, max_val=1.0, filter_size=_ssim_window(images))
+    return mse + (1.0 - ssim)
+
+
+def _ssim_window(images):
+    """tf.image.ssim's 11x11 window, shrunk (odd) for images smaller than 11 pixels."""
+    size = images.shape[1] or 11
+    return min(11, size if size % 2 else size - 1)
+
+
+def hash_alignment_loss(u, target_code):
+    """1 - mean_k(u_k * sign(c_k)) per example: u [B, K] the frozen surrogate's output on the
+    poisoned image, target_code [K] or [B, K] -> [B]; 0 when every bit matches the target."""
+    return 1.0 - tf.reduce_mean(u * tf.sign(target_code), -1)
+
+
+def lsgan_loss(outputs, targets):
+    """Least-squares GAN loss per example: mean_j (D_j(x) - t_j)^2, outputs/targets
+    [B, C + 1] (label units, then the real/fake unit) -> [B]."""
+    return tf.reduce_mean(tf.square(outputs - targets), -1)
+
+
+def discriminator_targets(labels, fake):
+    """[label, 0] for real images, [label, 1] for generated ones (the release's convention:
+    0 = real, 1 = fake). labels [B, C] -> [B, C + 1]."""
+    unit = tf.ones_like(labels[:, :1]) if fake else tf.zeros_like(labels[:, :1])
+    return tf.concat([labels, unit], -1)

@@ -1,0 +1,282 @@
+"""Training the attacker's models with the shared loop: LabCLN, then the cGAN trigger
+generator against its discriminator and the frozen surrogate hashing model."""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from badhash_tf.data import pipeline
+from badhash_tf.losses import attack as losses
+from badhash_tf.models.attack import Discriminator, Generator, LabCLN
+from badhash_tf.training import loop
+
+
+def _adam(schedule):
+    """The release's optimizer for LabCLN and the GAN: Adam(betas 0.5, 0.999)."""
+    return keras.optimizers.Adam(schedule, beta_1=0.5, beta_2=0.999)
+
+
+def _gather(tensor):
+    """This replica's [B, ...] -> the global batch [M, ...] (differentiable all-gather)."""
+    return tf.distribute.get_replica_context().all_gather(tensor, axis=0)
+
+
+def _replica_offset(local_batch):
+    ctx = tf.distribute.get_replica_context()
+    return tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
+
+
+# ----------------------------------------------------------------------------- LabCLN
+
+@dataclasses.dataclass(frozen=True)
+class LabCLNConfig:
+    """LabCLN's settings (the release: Adam 1e-4, 1000 steps of 128, lr x0.1 at 50%/75%)."""
+    hidden: int = 4096
+    feature_dim: int = 512
+    smoothing: float = 0.2
+    temperature: float = 0.5
+    learning_rate: float = 1e-4
+    steps: int = 1000
+    batch_size: int = 128
+
+
+class LabCLNStage(loop.Stage):
+    """NT-Xent between a label-smoothed view and the plain label, + label-head MSE +
+    quantization of the hash head. Batches are rows of distinct label vectors [B, C]."""
+
+    name = "labcln"
+    metric_names = ("loss", "nt_xent", "label_mse", "quantization")
+
+    def __init__(self, config, num_classes, bits, global_batch_size, train_steps):
+        self.config, self.num_classes, self.bits = config, num_classes, bits
+        self.global_batch_size, self.train_steps = global_batch_size, train_steps
+
+    def build(self):
+        c = self.config
+        self.model = LabCLN(self.num_classes, self.bits, c.hidden, c.feature_dim)
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [self.train_steps // 2, 3 * self.train_steps // 4],
+            [c.learning_rate, c.learning_rate * 0.1, c.learning_rate * 0.01])
+        self.optimizer = _adam(schedule)
+        self.optimizer.build(self.model.trainable_variables)
+
+    def checkpoint_items(self):
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def replica_step(self, labels, step):
+        c = self.config
+        average = lambda per_example: tf.nn.compute_average_loss(
+            per_example, global_batch_size=self.global_batch_size)
+        with tf.GradientTape() as tape:
+            smooth = self.model(losses.label_smoothing(labels, c.smoothing), training=True)
+            plain = self.model(labels, training=True)
+            offset = _replica_offset(tf.shape(labels)[0])
+            nt_xent = average(losses.nt_xent_loss(
+                smooth["feature"], plain["feature"], _gather(smooth["feature"]),
+                _gather(plain["feature"]), offset, c.temperature))
+            label_mse = average(0.5 * (losses.label_mse(smooth["label"], labels) +
+                                       losses.label_mse(plain["label"], labels)))
+            quantization = average(losses.quantization_loss(smooth["hash"]) +
+                                   losses.quantization_loss(plain["hash"]))
+            loss = nt_xent + label_mse + quantization
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss, "nt_xent": nt_xent, "label_mse": label_mse,
+                "quantization": quantization}
+
+
+def distinct_label_dataset(label_rows, global_batch_size, seed):
+    """Distinct label vectors [N, C] -> endless batches of distinct rows, reshuffled each
+    pass (a batch never holds one label twice, so NT-Xent has no false negatives)."""
+    rows = np.unique(np.asarray(label_rows, np.float32), axis=0)
+    if len(rows) < global_batch_size:
+        raise ValueError(f"LabCLN batch {global_batch_size} exceeds the {len(rows)} distinct "
+                         "label vectors")
+    ds = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=seed)
+    return ds.batch(global_batch_size, drop_remainder=True).repeat()
+
+
+def labcln_batch_size(label_rows, config, num_replicas):
+    """The configured batch, capped by the distinct labels and divisible by the replicas."""
+    distinct = len(np.unique(np.asarray(label_rows), axis=0))
+    batch = min(config.batch_size, distinct)
+    return max(num_replicas, batch - batch % num_replicas)
+
+
+def train_labcln(label_rows, bits, config, train_config, model_dir, strategy):
+    """Trains (or resumes) LabCLN on the distinct rows of `label_rows` [N, C] with a hash
+    head of `bits` -> (LabCLN, LoopResult). `train_config.train_steps` > 0 overrides
+    `config.steps` (tests)."""
+    steps = train_config.train_steps or config.steps
+    batch = labcln_batch_size(label_rows, config, strategy.num_replicas_in_sync)
+    stage = LabCLNStage(config, label_rows.shape[1], bits, batch, steps)
+    keras.utils.set_random_seed(train_config.seed)
+    make_dataset = lambda start: distinct_label_dataset(
+        label_rows, batch, train_config.seed).skip(start)
+    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
+        model_dir, steps, train_config.steps_per_loop))
+    return stage.model, result
+
+
+def condition_of(labcln, label_row):
+    """LabCLN output for one label row [C] -> (feature [F], sign of the hash code [K])."""
+    out = labcln(np.asarray(label_row, np.float32)[None], training=False)
+    return out["feature"].numpy()[0], np.where(out["hash"].numpy()[0] >= 0, 1.0, -1.0)
+
+
+# ------------------------------------------------------------------------- the cGAN
+
+class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """The release's GAN schedule: `rate` for the first half, then linearly to 0."""
+
+    def __init__(self, rate, total_steps):
+        self.rate, self.total_steps = rate, total_steps
+
+    def __call__(self, step):
+        half = self.total_steps / 2
+        left = (self.total_steps - tf.cast(step, tf.float32)) / max(half, 1.0)
+        return self.rate * tf.clip_by_value(left, 0.0, 1.0)
+
+    def get_config(self):
+        return {"rate": self.rate, "total_steps": self.total_steps}
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    """Generator/discriminator settings. The paper: 224x224, base width 64, 3+3 residual
+    blocks, 5 discriminator layers, rec 200, hash 5 (VGG11) / 10 (ResNet50), adv 1, D every
+    3rd step, Adam 1e-4 (0.5, 0.999), 100 epochs (50 constant + 50 decaying), batch 64."""
+    base_width: int = 64
+    residual_blocks: int = 3
+    label_width: int = 128
+    disc_width: int = 64
+    disc_layers: int = 5
+    rec_weight: float = 200.0
+    hash_weight: float = 5.0
+    adv_weight: float = 1.0
+    disc_every: int = 3
+    learning_rate: float = 1e-4
+    epochs: float = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """What the generator is conditioned on and pushed towards: the LabCLN feature [F] and
+    the sign of its hash code [K] for one label row [C] (or a fixed random pair, baseline)."""
+    feature: np.ndarray
+    target_code: np.ndarray
+    label_row: np.ndarray
+
+
+class GANStage(loop.Stage):
+    """One generator step per batch (and a discriminator step every `disc_every`):
+    G: rec * (MSE + 1 - SSIM) + hash * (1 - mean(h(G(x)) sign(c))) + adv * LSGAN(D(G(x)),
+    [cond label, real]); D: LSGAN(D(x), [label, real]) + LSGAN(D(G(x)), [cond label, fake])."""
+
+    name = "gan"
+    metric_names = ("g_loss", "reconstruction", "hash", "adversarial", "d_loss")
+
+    def __init__(self, config, condition, surrogate_builder, image_size, num_classes,
+                 global_batch_size, train_steps, preview=None):
+        self.config, self.condition = config, condition
+        self.surrogate_builder = surrogate_builder
+        self.image_size, self.num_classes = image_size, num_classes
+        self.global_batch_size, self.train_steps = global_batch_size, train_steps
+        self.preview = preview
+
+    def build(self):
+        c = self.config
+        self.generator = Generator(self.image_size, c.base_width, c.residual_blocks,
+                                   len(self.condition.feature), c.label_width)
+        self.discriminator = Discriminator(self.image_size, self.num_classes, c.disc_width,
+                                           c.disc_layers)
+        self.surrogate = self.surrogate_builder()
+        self.surrogate.trainable = False
+        schedule = ConstantThenLinearDecay(c.learning_rate, self.train_steps)
+        self.g_optimizer, self.d_optimizer = _adam(schedule), _adam(schedule)
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.feature = tf.constant(self.condition.feature, tf.float32)
+        self.target_code = tf.constant(self.condition.target_code, tf.float32)
+        self.label_row = tf.constant(self.condition.label_row, tf.float32)
+
+    def checkpoint_items(self):
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+    def _tiled(self, batch):
+        return (tf.tile(self.feature[None], [batch, 1]), tf.tile(self.label_row[None], [batch, 1]))
+
+    def _average(self, per_example):
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+
+    def distributed_step(self, run, batch, step):
+        """A discriminator step every `disc_every` steps (d_loss is 0 between), then a
+        generator step, on the same global batch."""
+        d_loss = tf.cond(step % self.config.disc_every == 0,
+                         lambda: run(self.discriminator_step, batch)["d_loss"],
+                         lambda: tf.constant(0.0))
+        return {**run(self.generator_step, batch), "d_loss": d_loss}
+
+    def discriminator_step(self, batch):
+        images, labels = batch
+        features, cond_labels = self._tiled(tf.shape(images)[0])
+        variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            fake = tf.stop_gradient(self.generator([images, features], training=True))
+            d_loss = self._average(
+                losses.lsgan_loss(self.discriminator(images, training=True),
+                                  losses.discriminator_targets(labels, fake=False)) +
+                losses.lsgan_loss(self.discriminator(fake, training=True),
+                                  losses.discriminator_targets(cond_labels, fake=True)))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
+        return {"d_loss": d_loss}
+
+    def generator_step(self, batch):
+        images, _ = batch
+        c = self.config
+        features, cond_labels = self._tiled(tf.shape(images)[0])
+        variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            generated = self.generator([images, features], training=True)
+            reconstruction = self._average(losses.reconstruction_loss(generated, images))
+            hash_term = self._average(losses.hash_alignment_loss(
+                self.surrogate(generated, training=False), self.target_code))
+            adversarial = self._average(losses.lsgan_loss(
+                self.discriminator(generated, training=False),
+                losses.discriminator_targets(cond_labels, fake=False)))
+            g_loss = (c.rec_weight * reconstruction + c.hash_weight * hash_term +
+                      c.adv_weight * adversarial)
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables))
+        return {"g_loss": g_loss, "reconstruction": reconstruction, "hash": hash_term,
+                "adversarial": adversarial}
+
+    def write_summaries(self, step):
+        if self.preview is None:
+            return
+        features, _ = self._tiled(len(self.preview))
+        generated = self.generator([self.preview, features], training=False)
+        difference = tf.clip_by_value(0.5 + 10.0 * (generated - self.preview), 0.0, 1.0)
+        tf.summary.image("gan/original", self.preview, max_outputs=4)
+        tf.summary.image("gan/poisoned", generated, max_outputs=4)
+        tf.summary.image("gan/difference_x10", difference, max_outputs=4)
+
+
+def train_generator(train_split, data_config, config, condition, surrogate_builder,
+                    train_config, model_dir, strategy):
+    """Trains (or resumes) the trigger generator on the training images -> (Generator,
+    LoopResult). `surrogate_builder()` returns the frozen surrogate (restored weights)."""
+    steps = train_config.train_steps or max(
+        1, math.ceil(config.epochs * train_split.size / train_config.global_batch_size))
+    preview = next(iter(pipeline.eval_dataset(train_split, 8)))[0]
+    stage = GANStage(config, condition, surrogate_builder, data_config.image_size,
+                     train_split.num_classes, train_config.global_batch_size, steps, preview)
+    keras.utils.set_random_seed(train_config.seed)
+    make_dataset = lambda start: pipeline.train_dataset(
+        train_split, data_config, train_config.global_batch_size, train_config.seed, start)
+    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
+        model_dir, steps, train_config.steps_per_loop, jit_compile=train_config.jit_compile))
+    return stage.generator, result
