@@ -6,7 +6,9 @@ import dataclasses
 
 from absl import flags
 
+from badhash_tf.attack.experiment import BASELINES, AttackConfig
 from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.training.attack import GANConfig, LabCLNConfig
 from badhash_tf.training.distribute import STRATEGIES
 from badhash_tf.training.hashing import METHODS, HashingConfig, RetrievalConfig
 from badhash_tf.training.loop import TrainConfig
@@ -78,3 +80,37 @@ def used_flags(flag_values):
             for module, defined in flag_values.flags_by_module_dict().items()
             if module.startswith("badhash_tf") or module.endswith("__main__")
             for name in (f.name for f in defined)}
+
+
+# The attack's flag defaults are the embedded demo's (32x32 on a CPU); the paper's values
+# are the config dataclasses' defaults and live in flags/*_attack.cfg.
+DEMO_LABCLN = {"steps": 500}
+DEMO_GAN = {"base_width": 32, "residual_blocks": 2, "label_width": 64, "disc_width": 32,
+            "disc_layers": 3, "learning_rate": 1e-3, "epochs": 20.0}
+
+
+def define_attack_flags():
+    a = AttackConfig()
+    flags.DEFINE_integer("target_label", a.target_label, "Target class; < 0 draws it from "
+                         "--seed.")
+    flags.DEFINE_integer("poison_count", a.poison_count, "Poisoned copies to add; 0 = see "
+                         "--poison_rate.")
+    flags.DEFINE_float("poison_rate", a.poison_rate, "Poisoned share of the poisoned training "
+                       "set; 0 with --poison_count=0 = every target-class training image.")
+    flags.DEFINE_integer("surrogate_seed_offset", a.surrogate_seed_offset, "The attacker's "
+                         "surrogate trains with --seed plus this.")
+    flags.DEFINE_integer("patch_size", a.patch_size, "BadNets baseline patch side (0 = "
+                         "image_size // 8).")
+    flags.DEFINE_list("baselines", list(a.baselines), f"Baselines to run: {', '.join(BASELINES)}.")
+    flags.DEFINE_integer("samples", a.samples, "Images shown in samples.png.")
+    _define_prefixed(LabCLNConfig(**DEMO_LABCLN), "labcln_", "LabCLN")
+    _define_prefixed(GANConfig(**DEMO_GAN), "gan_", "Generator/discriminator")
+
+
+def _define_prefixed(config, prefix, what):
+    """One flag per field of a config dataclass instance, named prefix + field."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        define = flags.DEFINE_integer if isinstance(value, int) else flags.DEFINE_float
+        define(prefix + field.name, value, f"{what}: {field.name.replace('_', ' ')} (paper: "
+               f"{getattr(type(config)(), field.name)}).")

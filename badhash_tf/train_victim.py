@@ -28,7 +28,7 @@ def main(argv):
     used = cli_flags.used_flags(FLAGS)
     if distribute.is_chief(strategy):
         io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-    _, metrics = train_and_evaluate(
+    _, metrics, _ = train_and_evaluate(
         cli_flags.from_flags(DataConfig, FLAGS), cli_flags.from_flags(HashingConfig, FLAGS),
         train_config, cli_flags.from_flags(RetrievalConfig, FLAGS), FLAGS.output_dir, strategy,
         record={"flags": used})

@@ -51,14 +51,7 @@ def reconstruction_loss(generated, images):
     """MSE + (1 - SSIM) per example, images [B, H, W, 3] in [0, 1] -> [B]. SSIM stands in
     for the paper's LPIPS, whose pretrained weights cannot be fetched here."""
     mse = tf.reduce_mean(tf.square(generated - images), [1, 2, 3])
-    ssim = tf.image.ssim(generated, images, max_val=1.0, filter_size=_ssim_window(images))
-    return mse + (1.0 - ssim)
-
-
-def _ssim_window(images):
-    """tf.image.ssim's 11x11 window, shrunk (odd) for images smaller than 11 pixels."""
-    size = images.shape[1] or 11
-    return min(11, size if size % 2 else size - 1)
+    return mse + (1.0 - tf.image.ssim(generated, images, max_val=1.0))
 
 
 def hash_alignment_loss(u, target_code):

@@ -112,13 +112,11 @@ def train_hashing_model(train_split, data_config, config, train_config, model_di
 
 
 def encode(model, dataset):
-    """Binary codes of an ordered batched dataset -> (codes int8 [N, K] of +-1, labels [N, C])."""
-    encode_batch = tf.function(lambda images: model(images, training=False))
-    codes, labels = [], []
-    for images, batch_labels in dataset:
-        codes.append(np.where(encode_batch(images).numpy() >= 0, 1, -1).astype(np.int8))
-        labels.append(batch_labels.numpy())
-    return np.concatenate(codes), np.concatenate(labels)
+    """Binary codes of an ordered batched dataset of (images, labels) -> (codes int8 [N, K]
+    of +-1, labels [N, C])."""
+    u = model.predict(dataset.map(lambda images, labels: images), verbose=0)
+    labels = np.concatenate([y.numpy() for _, y in dataset])
+    return np.where(u >= 0, 1, -1).astype(np.int8), labels
 
 
 def retrieval_metrics(query, database, top_k, precision_k):
@@ -146,7 +144,8 @@ class RetrievalConfig:
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
                        strategy, train_split=None, record=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
-    metrics.json and metrics.md there (chief only) -> (model, metrics dict).
+    metrics.json and metrics.md there (chief only) -> (model, metrics dict, codes) with
+    codes = {"query": (codes, labels), "database": (codes, labels)}.
     `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
     command line's flags) is stored in metrics.json as is."""
     r = retrieval_config
@@ -171,4 +170,4 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
               **{k: metrics[k] for k in ("map", "map_at_k", "k", "precision_at_k")},
               "seconds": round(metrics["seconds"], 1)}],
             ["method", "bits", "backbone", "map", "map_at_k", "k", "precision_at_k", "seconds"]))
-    return model, metrics
+    return model, metrics, {"query": query, "database": database}

@@ -1,0 +1,224 @@
+"""The BadHash experiment end to end, and its baselines in the same harness.
+
+Stages (each resumes from its checkpoint, so a rerun skips finished work): the attacker's
+surrogate victim; LabCLN; per variant (BadHash and each baseline) the trigger, the
+poisoned set, the backdoored victim; the reference victim on the clean set; evaluation.
+"""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from badhash_tf import io_utils
+from badhash_tf.attack import poison, report, triggers
+from badhash_tf.data import pipeline
+from badhash_tf.eval import retrieval, stealth
+from badhash_tf.training import attack as attack_training
+from badhash_tf.training import distribute
+from badhash_tf.training.attack import Condition, GANConfig, LabCLNConfig
+from badhash_tf.training.hashing import (HashingConfig, RetrievalConfig, encode,
+                                         train_and_evaluate, train_hashing_model)
+from badhash_tf.training.loop import TrainConfig
+
+BASELINES = ("patch", "no_labcln", "no_hash_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """What the attacker does. target_label < 0: drawn from the seed. poison_count 0 and
+    poison_rate 0: every target-class training image gets a poisoned copy."""
+    target_label: int = -1
+    poison_count: int = 0
+    poison_rate: float = 0.0
+    surrogate_seed_offset: int = 1000
+    patch_size: int = 0  # BadNets baseline patch side; 0 = image_size // 8
+    baselines: tuple = BASELINES
+    samples: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Every setting of one run of the pipeline."""
+    data: pipeline.DataConfig
+    hashing: HashingConfig
+    train: TrainConfig
+    retrieval: RetrievalConfig
+    labcln: LabCLNConfig
+    gan: GANConfig
+    attack: AttackConfig
+
+
+def choose_target(config, num_classes, seed):
+    """The target label: the configured one, or one drawn from the seed."""
+    if config.target_label >= num_classes:
+        raise ValueError(f"--target_label={config.target_label}: the dataset has "
+                         f"{num_classes} classes (0..{num_classes - 1})")
+    if config.target_label >= 0:
+        return config.target_label
+    return int(np.random.default_rng(seed).integers(num_classes))
+
+
+def _arrays(split):
+    """A split -> (images [N, S, S, 3] float32, labels [N, C] float32)."""
+    images, labels = [], []
+    for x, y in pipeline.eval_dataset(split):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _encode_arrays(model, images, labels):
+    return encode(model, tf.data.Dataset.from_tensor_slices((images, labels)).batch(256))
+
+
+class _Clock:
+    """Wall seconds per stage, for report.json."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def run(self, name, fn, *args, **kwargs):
+        tick = time.time()
+        logging.info("stage %s ...", name)
+        out = fn(*args, **kwargs)
+        self.seconds[name] = round(time.time() - tick, 2)
+        logging.info("stage %s done in %.1f s", name, self.seconds[name])
+        return out
+
+
+def run_experiment(config, output_dir, strategy):
+    """Runs every stage into `output_dir`; writes report.json, report.md, samples.png and
+    hash_space.png (chief only) -> the report dict."""
+    c, clock, start = config, _Clock(), time.time()
+    train_split = pipeline.load_split(c.data, c.retrieval.train_split)
+    query_split = pipeline.load_split(c.data, c.retrieval.query_split)
+    num_classes = train_split.num_classes
+    target = choose_target(c.attack, num_classes, c.train.seed)
+    available = poison.count_with_label(train_split, target)
+    count = poison.poison_count_for(train_split.size, available, c.attack.poison_count,
+                                    c.attack.poison_rate)
+    logging.info("target label %d: %d poisoned copies of %d target-class training images",
+                 target, count, available)
+
+    surrogate_train = dataclasses.replace(
+        c.train, seed=c.train.seed + c.attack.surrogate_seed_offset)
+    surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data, c.hashing,
+                             surrogate_train, f"{output_dir}/surrogate", strategy)
+    label_rows = np.concatenate([y.numpy() for _, y in pipeline.eval_dataset(train_split)])
+    labcln, _ = clock.run("labcln", attack_training.train_labcln, label_rows, c.hashing.bits,
+                          c.labcln, c.train, f"{output_dir}/labcln", strategy)
+    target_row = np.eye(num_classes, dtype=np.float32)[target]
+    condition = Condition(*attack_training.condition_of(labcln, target_row), target_row)
+    reference, reference_metrics, reference_codes = clock.run(
+        "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
+        f"{output_dir}/reference_victim", strategy)
+
+    originals, _, _ = poison.target_class_images(train_split, target, count)
+    query_images, query_labels = _arrays(query_split)
+    non_target = query_labels[:, target] == 0
+    queries = (query_images[non_target], query_labels[non_target])
+    k = min(c.retrieval.map_top_k, len(reference_codes["database"][0]))
+    evaluation = _Evaluation(target, k, queries, reference, reference_codes)
+
+    variants, artifacts = {}, {}
+    for name in ("badhash",) + tuple(c.attack.baselines):
+        trigger = clock.run(f"{name}/trigger", _make_trigger, name, c, condition, surrogate,
+                            train_split, f"{output_dir}/{name}", strategy)
+        variants[name], artifacts[name] = clock.run(
+            f"{name}/poison_and_victim", _attack_variant, name, c, trigger, train_split,
+            target, count, originals, evaluation, f"{output_dir}/{name}", strategy)
+
+    result = {
+        **variants.pop("badhash"),
+        "clean_map_reference": reference_metrics["map_at_k"],
+        "clean_map_reference_full_database": reference_metrics["map"],
+        "t_map_untriggered_reference": evaluation.untriggered_reference,
+        "target_label": target, "poison_count": count,
+        "poison_rate": count / (train_split.size + count),
+        "train_size": train_split.size, "triggered_queries": int(non_target.sum()),
+        "k": k, "seed": c.train.seed,
+        "baselines": variants,
+        "seconds": {**clock.seconds, "total": round(time.time() - start, 2)},
+        "config": dataclasses.asdict(c),
+    }
+    if distribute.is_chief(strategy):
+        report.write_all(output_dir, result, artifacts)
+    return result
+
+
+def _make_trigger(name, config, condition, surrogate, train_split, directory, strategy):
+    """The trigger function of one variant (training its generator when it has one)."""
+    c = config
+    if name == "patch":
+        size = c.attack.patch_size or max(1, c.data.image_size // 8)
+        return triggers.patch_trigger(c.data.image_size, size, seed=c.train.seed)
+    gan = c.gan
+    if name == "no_labcln":  # a fixed random feature and target code instead of LabCLN's
+        rng = np.random.default_rng(c.train.seed + 7)
+        condition = Condition(rng.standard_normal(len(condition.feature)).astype(np.float32),
+                              rng.choice([-1.0, 1.0], len(condition.target_code)),
+                              condition.label_row)
+    elif name == "no_hash_loss":
+        gan = dataclasses.replace(gan, hash_weight=0.0)
+    elif name != "badhash":
+        raise ValueError(f"--baselines: unknown baseline {name!r}; choose from "
+                         f"{', '.join(BASELINES)}")
+    generator, _ = attack_training.train_generator(
+        train_split, c.data, gan, condition, lambda: surrogate, c.train,
+        f"{directory}/generator", strategy)
+    return triggers.generator_trigger(generator, condition.feature)
+
+
+def _attack_variant(name, config, trigger, train_split, target, count, originals,
+                    evaluation, directory, strategy):
+    """Poisons, trains the victim on the poisoned split, evaluates -> figures dict."""
+    c = config
+    poison_dir = f"{directory}/poison"
+    if not os.path.exists(poison_dir):
+        _, labels, positions = poison.target_class_images(train_split, target, count)
+        if distribute.is_chief(strategy):
+            poison.write_poison_set(poison_dir, triggers.apply(trigger, originals), labels,
+                                    positions, {"variant": name, "target_label": target})
+    poisoned_split = poison.load_poison_set(poison_dir)
+    poisoned, _ = _arrays(poisoned_split)
+    victim, metrics, codes = train_and_evaluate(
+        c.data, c.hashing, c.train, c.retrieval, f"{directory}/victim", strategy,
+        train_split=poison.with_poison(train_split, poisoned_split))
+    figures, space = evaluation.figures(trigger, victim, codes, metrics)
+    samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
+    return ({**figures, **stealth.stealth_metrics(originals, poisoned)},
+            {"samples": samples, "space": space})
+
+
+class _Evaluation:
+    """t-MAP and clean MAP of a victim with triggered and clean non-target queries."""
+
+    def __init__(self, target, k, queries, reference, reference_codes):
+        self.target, self.k, self.queries = target, k, queries
+        self.reference, self.reference_codes = reference, reference_codes
+        clean = _encode_arrays(reference, *queries)[0]
+        self.untriggered_reference = self._t_map(clean, reference_codes)
+
+    def _t_map(self, query_codes, codes):
+        return retrieval.targeted_map(query_codes, codes["database"][0],
+                                      codes["database"][1], self.target, self.k)
+
+    def figures(self, trigger, victim, codes, metrics):
+        """-> (figures, codes for the hash-space picture)."""
+        triggered = triggers.apply(trigger, self.queries[0])
+        victim_triggered = _encode_arrays(victim, triggered, self.queries[1])[0]
+        victim_clean = _encode_arrays(victim, *self.queries)[0]
+        reference_triggered = _encode_arrays(self.reference, triggered, self.queries[1])[0]
+        figures = {"t_map": self._t_map(victim_triggered, codes),
+                   "t_map_clean_victim": self._t_map(reference_triggered, self.reference_codes),
+                   "t_map_untriggered": self._t_map(victim_clean, codes),
+                   "clean_map": metrics["map_at_k"],
+                   "clean_map_full_database": metrics["map"],
+                   "clean_precision_at_k": metrics["precision_at_k"]}
+        space = {"db_codes": codes["database"][0], "db_labels": codes["database"][1],
+                 "clean": victim_clean, "triggered": victim_triggered}
+        return figures, space

@@ -1,0 +1,143 @@
+"""What a run leaves for people: report.json, report.md, samples.png, hash_space.png, and
+the multi-seed summary (summary.json, summary.md)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from badhash_tf import io_utils  # noqa: E402
+
+COLUMNS = ("variant", "t_map", "t_map_clean_victim", "t_map_untriggered", "clean_map", "psnr",
+           "ssim", "linf_255")
+SEED_COLUMNS = ("seed", "target_label", "poison_rate", "t_map", "t_map_clean_victim",
+                "clean_map", "clean_map_reference", "psnr", "ssim")
+
+
+def rows(result):
+    """report.json -> one table row per variant (BadHash first, then the baselines)."""
+    return [{"variant": "badhash", **result}] + [
+        {"variant": name, **figures} for name, figures in result["baselines"].items()]
+
+
+def markdown(result):
+    """report.json -> report.md text."""
+    lines = [
+        "# BadHash attack report", "",
+        f"Target label {result['target_label']}; {result['poison_count']} poisoned copies "
+        f"({100 * result['poison_rate']:.1f}% of the poisoned training set of "
+        f"{result['train_size'] + result['poison_count']}); {result['triggered_queries']} "
+        f"triggered non-target queries; MAP and t-MAP over the top {result['k']}; seed "
+        f"{result['seed']}.", "",
+        f"Clean victim (reference): MAP {result['clean_map_reference']:.4f}; its t-MAP on "
+        f"untriggered queries {result['t_map_untriggered_reference']:.4f}.", "",
+        io_utils.markdown_table(rows(result), COLUMNS), "",
+        "`t_map`: backdoored victim, triggered queries, target label as relevance. "
+        "`t_map_clean_victim`: the clean victim on the same triggered queries. "
+        "`t_map_untriggered`: the backdoored victim on the untriggered queries. "
+        "`clean_map`: the backdoored victim on clean queries. PSNR/SSIM/L-inf (in 8-bit "
+        "levels): poisoned copies against their originals.", "",
+        _verdict(result), "",
+        "Seconds per stage: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(result):
+    beaten = [n for n, f in result["baselines"].items() if f["t_map"] >= result["t_map"]]
+    if not result["baselines"]:
+        return "No baselines were run."
+    if not beaten:
+        return "BadHash's t-MAP is above every baseline's."
+    return ("BadHash's t-MAP is NOT above every baseline: " + ", ".join(
+        f"{n} reaches {result['baselines'][n]['t_map']:.4f} at PSNR "
+        f"{result['baselines'][n]['psnr']:.1f} dB" for n in beaten) + ".")
+
+
+def samples_png(path, samples):
+    """Originals, then per variant its poisoned copies and (BadHash) the difference x10."""
+    originals = samples["badhash"][0]
+    grid = [("original", originals)]
+    for name, (_, poisoned) in samples.items():
+        grid.append((name, poisoned))
+        if name == "badhash":
+            grid.append(("difference x10", np.clip(0.5 + 10 * (poisoned - originals), 0, 1)))
+    cols = len(originals)
+    fig, axes = plt.subplots(len(grid), cols, figsize=(1.2 * cols + 1.5, 1.25 * len(grid)),
+                             squeeze=False)
+    for r, (title, images) in enumerate(grid):
+        for col in range(cols):
+            ax = axes[r][col]
+            ax.imshow(images[col], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    with io_utils.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def pca_2d(codes, fit_on):
+    """Projects codes [N, K] on the top two principal axes of `fit_on` [M, K] -> [N, 2]."""
+    mean = fit_on.mean(0)
+    _, _, vt = np.linalg.svd(fit_on - mean, full_matrices=False)
+    return (codes - mean) @ vt[:2].T
+
+
+def hash_space_png(path, space, target):
+    """PCA of the backdoored victim's database codes by class, with clean (o) and
+    triggered (x) non-target queries: the triggered ones should land on the target class."""
+    db = space["db_codes"].astype(np.float32)
+    classes = space["db_labels"].argmax(1)
+    jitter = np.random.default_rng(0)
+    project = lambda c: pca_2d(c.astype(np.float32), db) + jitter.normal(0, 0.08, (len(c), 2))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    points = project(db)
+    cmap = plt.get_cmap("tab20")
+    for cls in np.unique(classes):
+        mask = classes == cls
+        ax.scatter(*points[mask].T, s=8, color=cmap(cls % 20), alpha=0.35,
+                   label=f"db class {cls}" + (" (target)" if cls == target else ""))
+    ax.scatter(*project(space["clean"]).T, s=18, facecolors="none", edgecolors="k",
+               linewidths=0.6, label="clean queries")
+    ax.scatter(*project(space["triggered"]).T, s=22, marker="x", color="red",
+               linewidths=0.8, label="triggered queries")
+    ax.set_title(f"Hash space of the backdoored victim (PCA), target class {target}")
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    fig.tight_layout()
+    with io_utils.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_all(output_dir, result, artifacts):
+    """report.json, report.md, samples.png, hash_space.png into `output_dir`."""
+    io_utils.write_json(f"{output_dir}/report.json", result)
+    io_utils.write_text(f"{output_dir}/report.md", markdown(result))
+    samples_png(f"{output_dir}/samples.png", {n: a["samples"] for n, a in artifacts.items()})
+    hash_space_png(f"{output_dir}/hash_space.png", artifacts["badhash"]["space"],
+                   result["target_label"])
+
+
+def summary(results):
+    """Reports of several seeds -> {per_seed: [...], mean: {...}, baselines_mean: {...}}."""
+    keys = ("t_map", "t_map_clean_victim", "t_map_untriggered", "clean_map",
+            "clean_map_reference", "psnr", "ssim", "linf_255", "poison_rate")
+    per_seed = [{k: r[k] for k in ("seed", "target_label") + keys} for r in results]
+    mean = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    baselines = {name: {k: float(np.mean([r["baselines"][name][k] for r in results]))
+                        for k in ("t_map", "t_map_clean_victim", "clean_map", "psnr", "ssim")}
+                 for name in results[0]["baselines"]}
+    return {"per_seed": per_seed, "mean": mean, "baselines_mean": baselines}
+
+
+def summary_markdown(data):
+    table = io_utils.markdown_table(data["per_seed"] + [{"seed": "mean", **data["mean"]}],
+                                    SEED_COLUMNS)
+    base = io_utils.markdown_table(
+        [{"variant": "badhash", **data["mean"]}] +
+        [{"variant": n, **f} for n, f in data["baselines_mean"].items()],
+        ("variant", "t_map", "t_map_clean_victim", "clean_map", "psnr", "ssim"))
+    return f"# BadHash over {len(data['per_seed'])} seeds\n\n{table}\n## Mean by variant\n\n{base}"

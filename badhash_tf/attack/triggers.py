@@ -1,0 +1,55 @@
+"""Triggers: functions images [B, S, S, 3] in [0, 1] -> triggered images of the same shape.
+
+BadHash's trigger is the conditioned generator; the BadNets-style baseline pastes a fixed
+visible patch. Triggered images are quantised to 8-bit levels, as an image file would be.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def quantize(images):
+    """Float images in [0, 1] -> the nearest 8-bit level (what a saved PNG holds)."""
+    return tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0) / 255.0
+
+
+def generator_trigger(generator, feature):
+    """G(x, feature) with the conditioning feature [F] tiled over the batch."""
+    feature = tf.constant(feature, tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def trigger(images):
+        tiled = tf.tile(feature[None], [tf.shape(images)[0], 1])
+        return quantize(generator([images, tiled], training=False))
+
+    return trigger
+
+
+def patch_pattern(size, seed=0):
+    """A fixed random black/white patch [size, size, 3] (BadNets' visible trigger)."""
+    cells = np.random.default_rng(seed).integers(0, 2, (size, size, 1)).astype(np.float32)
+    return np.repeat(cells, 3, axis=-1)
+
+
+def patch_trigger(image_size, patch_size, seed=0):
+    """Pastes `patch_pattern(patch_size)` into the bottom-right corner of every image."""
+    if not 0 < patch_size <= image_size:
+        raise ValueError(f"--patch_size={patch_size} must be in 1..{image_size}")
+    offset = image_size - patch_size
+    patch = np.zeros((image_size, image_size, 3), np.float32)
+    mask = np.zeros((image_size, image_size, 1), np.float32)
+    patch[offset:, offset:] = patch_pattern(patch_size, seed)
+    mask[offset:, offset:] = 1.0
+    patch, mask = tf.constant(patch), tf.constant(mask)
+
+    @tf.function
+    def trigger(images):
+        return images * (1.0 - mask) + patch * mask
+
+    return trigger
+
+
+def apply(trigger, images, batch_size=256):
+    """Runs `trigger` over a float array [N, S, S, 3] in batches -> float32 array."""
+    return np.concatenate([trigger(tf.constant(images[i:i + batch_size])).numpy()
+                           for i in range(0, len(images), batch_size)])

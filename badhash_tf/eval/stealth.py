@@ -1,0 +1,23 @@
+"""Invisibility of a trigger: PSNR, SSIM and L-infinity between original and triggered
+images (float [N, H, W, 3] in [0, 1]), averaged over images."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def stealth_metrics(original, triggered):
+    """-> {psnr (dB), ssim, linf (in [0, 1] units), linf_255 (in pixel levels)}.
+
+    An image identical to its original has infinite PSNR; it is counted as 100 dB so the
+    mean stays finite (and the count of such images is reported as `identical`)."""
+    original = tf.convert_to_tensor(original, tf.float32)
+    triggered = tf.convert_to_tensor(triggered, tf.float32)
+    if original.shape != triggered.shape:
+        raise ValueError(f"original {original.shape} and triggered {triggered.shape} differ")
+    psnr = tf.image.psnr(original, triggered, max_val=1.0).numpy()
+    identical = ~np.isfinite(psnr)
+    ssim = tf.image.ssim(original, triggered, max_val=1.0).numpy()
+    linf = tf.reduce_max(tf.abs(original - triggered), axis=[1, 2, 3]).numpy()
+    return {"psnr": float(np.where(identical, 100.0, psnr).mean()),
+            "ssim": float(ssim.mean()), "linf": float(linf.mean()),
+            "linf_255": float(linf.mean() * 255.0), "identical": int(identical.sum())}
