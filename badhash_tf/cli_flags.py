@@ -84,9 +84,10 @@ def used_flags(flag_values):
 
 # The attack's flag defaults are the embedded demo's (32x32 on a CPU); the paper's values
 # are the config dataclasses' defaults and live in flags/*_attack.cfg.
-DEMO_LABCLN = {"steps": 500}
-DEMO_GAN = {"base_width": 32, "residual_blocks": 2, "label_width": 64, "disc_width": 32,
-            "disc_layers": 3, "learning_rate": 1e-3, "epochs": 20.0}
+DEMO_LABCLN = {"steps": 1000}
+DEMO_GAN = {"base_width": 16, "residual_blocks": 2, "label_width": 64, "disc_width": 16,
+            "disc_layers": 3, "learning_rate": 1e-3, "epochs": 20.0, "hash_weight": 300.0,
+            "surrogate_logit_scale": 0.1}
 
 
 def define_attack_flags():

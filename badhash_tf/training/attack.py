@@ -160,6 +160,10 @@ class GANConfig:
     disc_every: int = 3
     learning_rate: float = 1e-4
     epochs: float = 100.0
+    # 0: the hash term uses the surrogate's own output tanh(scale * z), as the paper does;
+    # > 0: tanh(surrogate_logit_scale * z), a softer code whose gradient does not vanish
+    # on a saturated surrogate (see BUILD_NOTES.md).
+    surrogate_logit_scale: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +239,13 @@ class GANStage(loop.Stage):
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
         return {"d_loss": d_loss}
 
+    def _surrogate_code(self, images):
+        """The frozen surrogate's relaxed code of `images` -> [B, K] in (-1, 1)."""
+        scale = self.config.surrogate_logit_scale
+        if scale > 0:
+            return tf.tanh(scale * self.surrogate.hash_logits(images, training=False))
+        return self.surrogate(images, training=False)
+
     def generator_step(self, batch):
         images, _ = batch
         c = self.config
@@ -244,7 +255,7 @@ class GANStage(loop.Stage):
             generated = self.generator([images, features], training=True)
             reconstruction = self._average(losses.reconstruction_loss(generated, images))
             hash_term = self._average(losses.hash_alignment_loss(
-                self.surrogate(generated, training=False), self.target_code))
+                self._surrogate_code(generated), self.target_code))
             adversarial = self._average(losses.lsgan_loss(
                 self.discriminator(generated, training=False),
                 losses.discriminator_targets(cond_labels, fake=False)))

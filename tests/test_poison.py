@@ -1,0 +1,92 @@
+"""Triggers, clean-label poisoning and stealth metrics on tiny real data."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from badhash_tf.attack import poison, triggers
+from badhash_tf.data import pipeline
+from badhash_tf.eval import stealth
+
+
+@pytest.fixture(scope="module")
+def train(data_dir):
+    config = pipeline.DataConfig(dataset="badhash_digits", data_dir=data_dir)
+    return pipeline.load_split(config, "train[:200]")
+
+
+def _tree_digest(root):
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+def test_poisoned_copies_keep_labels_and_leave_the_source_untouched(train, data_dir, tmp_path):
+    before = _tree_digest(data_dir)
+    target = 3
+    images, labels, positions = poison.target_class_images(train, target, limit=5)
+    assert len(images) == 5 and np.all(labels.argmax(1) == target)
+    trigger = triggers.patch_trigger(32, 4)
+    poisoned = triggers.apply(trigger, images)
+    out = tmp_path / "poison"
+    poison.write_poison_set(str(out), poisoned, labels, positions, {"target_label": target})
+    loaded = poison.load_poison_set(str(out))
+    got_images, got_labels = map(np.stack, zip(*loaded.dataset.as_numpy_iterator()))
+    np.testing.assert_array_equal(got_labels, labels)  # clean label: the true label
+    np.testing.assert_allclose(got_images, poisoned, atol=0.5 / 255)  # 8-bit PNG round trip
+    assert poison.read_meta(str(out))["count"] == 5
+    combined = poison.with_poison(train, loaded)
+    assert combined.size == train.size + 5
+    assert sum(1 for _ in combined.dataset) == train.size + 5
+    assert _tree_digest(data_dir) == before  # the source dataset is only read
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        poison.write_poison_set(str(out), poisoned, labels, positions, {})
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_poison_count_rules():
+    assert poison.poison_count_for(1000, 100) == 100  # every target-class image
+    assert poison.poison_count_for(1000, 100, count=40) == 40
+    assert poison.poison_count_for(900, 100, rate=0.1) == 100  # 100 / (900 + 100)
+    with pytest.raises(ValueError, match="only 100 images of the target class"):
+        poison.poison_count_for(1000, 100, count=101)
+    with pytest.raises(ValueError, match="--poison_rate=1.5"):
+        poison.poison_count_for(1000, 100, rate=1.5)
+
+
+def test_count_with_label(train):
+    labels = np.stack([y for _, y in train.dataset.as_numpy_iterator()])
+    assert poison.count_with_label(train, 4) == int(labels[:, 4].sum())
+
+
+def test_patch_trigger_changes_only_its_corner():
+    images = np.full((2, 32, 32, 3), 0.5, np.float32)
+    out = triggers.apply(triggers.patch_trigger(32, 4), images)
+    changed = np.any(out != images, axis=(0, 3))
+    assert not changed[:28].any() and not changed[:, :28].any() and changed[28:, 28:].any()
+    with pytest.raises(ValueError, match="--patch_size=40"):
+        triggers.patch_trigger(32, 40)
+
+
+def test_quantize_rounds_to_8_bit_levels():
+    x = tf.constant([0.0, 0.5, 1.2, -0.1, 0.1])
+    np.testing.assert_allclose(triggers.quantize(x), [0, 128 / 255, 1, 0, 26 / 255], atol=1e-7)
+
+
+def test_stealth_metrics():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 32, 32, 3)).astype(np.float32)
+    same = stealth.stealth_metrics(images, images)
+    assert same["psnr"] == 100.0 and same["identical"] == 3 and same["ssim"] == pytest.approx(1)
+    shifted = np.clip(images + 0.01, 0, 1)
+    m = stealth.stealth_metrics(images, shifted)
+    mse = np.mean((shifted - images) ** 2)
+    assert m["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=0.3)
+    assert m["linf"] == pytest.approx(0.01, abs=1e-6) and m["linf_255"] == pytest.approx(2.55,
+                                                                                         abs=1e-3)
