@@ -6,6 +6,8 @@ summed over replicas, equals the single-device loss.
 
 import tensorflow as tf
 
+from badhash_tf.models.attack import IMAGENET_STD
+
 
 def label_smoothing(labels, epsilon=0.2):
     """Multi-hot [B, C] -> smoothed view `labels * (1 - eps) + eps / C` (LabCLN's 2nd view)."""
@@ -47,11 +49,23 @@ def label_mse(predicted, labels):
     return tf.reduce_mean(tf.square(predicted - labels), -1)
 
 
-def reconstruction_loss(generated, images):
-    """MSE + (1 - SSIM) per example, images [B, H, W, 3] in [0, 1] -> [B]. SSIM stands in
-    for the paper's LPIPS, whose pretrained weights cannot be fetched here."""
-    mse = tf.reduce_mean(tf.square(generated - images), [1, 2, 3])
-    return mse + (1.0 - tf.image.ssim(generated, images, max_val=1.0))
+SSIM_WINDOW = 11  # tf.image.ssim's default Gaussian window
+
+
+def reconstruction_loss(generated, images, channel_std=IMAGENET_STD):
+    """MSE + (1 - SSIM) per example, images [B, H, W, 3] in [0, 1] -> [B].
+
+    The MSE is taken on ImageNet-normalised pixels ((x - mean) / std per channel), where
+    the release's generator works, so `rec_weight` means what it means there. SSIM stands
+    in for the paper's LPIPS, whose pretrained weights cannot be fetched here; both images
+    are reflect-padded by half its window first: tf.image.ssim's windows are 'valid', so
+    without padding a 5-pixel border is invisible to it and the generator hides its
+    trigger there."""
+    std = tf.constant(channel_std, generated.dtype)
+    mse = tf.reduce_mean(tf.square((generated - images) / std), [1, 2, 3])
+    half = SSIM_WINDOW // 2
+    pad = lambda x: tf.pad(x, [[0, 0], [half, half], [half, half], [0, 0]], mode="REFLECT")
+    return mse + (1.0 - tf.image.ssim(pad(generated), pad(images), max_val=1.0))
 
 
 def hash_alignment_loss(u, target_code):
