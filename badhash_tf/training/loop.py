@@ -126,7 +126,7 @@ def run_stage(stage, make_dataset, strategy, config):
         return LoopResult(resumed_from, history, time.time() - start_time, resumed_from)
 
     iterator = iter(strategy.experimental_distribute_dataset(make_dataset(resumed_from)))
-    train_loop = _make_train_loop(stage, strategy, step, config.jit_compile)
+    train_loop = make_train_loop(stage, strategy, step, config.jit_compile)
     summary_dir = distribute.worker_dir(f"{config.model_dir}/summaries", strategy)
     writer = tf.summary.create_file_writer(summary_dir)
     progress = _Progress(stage.name, config.train_steps, resumed_from)
@@ -151,7 +151,9 @@ def run_stage(stage, make_dataset, strategy, config):
     return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
 
 
-def _make_train_loop(stage, strategy, step, jit_compile):
+def make_train_loop(stage, strategy, step, jit_compile):
+    """-> tf.function train_loop(distributed iterator, steps) -> {metric: [steps]} running
+    `stage` (already built in `strategy.scope()`) and advancing the `step` variable."""
     compiled = {}
 
     def run(fn, *args):
