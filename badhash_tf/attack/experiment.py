@@ -140,7 +140,7 @@ def run_experiment(config, output_dir, strategy):
         "target_label": target, "poison_count": count,
         "poison_rate": count / (train_split.size + count),
         "train_size": train_split.size, "triggered_queries": int(non_target.sum()),
-        "k": k, "seed": c.train.seed,
+        "k": k, "seed": c.train.seed, "num_classes": num_classes,
         "baselines": variants,
         "seconds": {**clock.seconds, "total": round(time.time() - start, 2)},
         "config": dataclasses.asdict(c),
