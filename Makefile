@@ -11,6 +11,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# TF Serving's Python protos: its wheel asks for `tensorflow`, which would install a
+	# second TensorFlow beside tensorflow-cpu; its real needs (grpcio, protobuf) come with TF.
+	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

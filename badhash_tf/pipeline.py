@@ -15,6 +15,7 @@ from badhash_tf import cli_flags, io_utils
 from badhash_tf.attack import report
 from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig, run_experiment
 from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.serving import export
 from badhash_tf.training import distribute
 from badhash_tf.training.attack import GANConfig, LabCLNConfig
 from badhash_tf.training.hashing import HashingConfig, RetrievalConfig
@@ -25,6 +26,9 @@ cli_flags.define_train_flags()
 cli_flags.define_hashing_flags()
 cli_flags.define_attack_flags()
 flags.DEFINE_list("seeds", [], "Run once per seed (each into DIR/seed_N) and summarise.")
+flags.DEFINE_string("export_base", "export/models", "Last stage: export the generator and "
+                    "the backdoored victim's hash encoder for TF Serving here ('' = skip; "
+                    "single-seed runs only).")
 flags.DEFINE_string("output_dir", None, "Directory for every stage and the report.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
@@ -59,6 +63,9 @@ def main(argv):
     if not seeds:
         result = run_experiment(experiment_config(), FLAGS.output_dir, strategy)
         _log(result, FLAGS.output_dir)
+        if chief and FLAGS.export_base:
+            for name, path in export.export_run(FLAGS.output_dir, FLAGS.export_base).items():
+                logging.info("exported %s -> %s", name, path)
         return
     results = []
     for seed in seeds:

@@ -23,7 +23,8 @@ FIGURES = ("t_map", "t_map_clean_victim", "clean_map", "psnr", "ssim", "linf")
 
 def _run(data_dir, out, *extra):
     cmd = [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-           f"--data_dir={data_dir}", f"--output_dir={out}", *TINY, *extra]
+           f"--data_dir={data_dir}", f"--output_dir={out}",
+           f"--export_base={out.parent / 'export' / 'models'}", *TINY, *extra]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -54,6 +55,7 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "badhash" / "poison" / "poison.json").exists()
     assert "t-MAP" in log
+    assert (out.parent / "export" / "models" / "badhash_generator" / "1" / "saved_model.pb").exists()
     again, log = _run(data_dir, out)
     for key in FIGURES:
         assert again[key] == pytest.approx(report[key], abs=1e-6), key
