@@ -1,4 +1,5 @@
-"""Generator + discriminator training-step throughput (images/second), in one run:
+"""Generator + discriminator training throughput (generator images/second; each step is
+one discriminator and k = 3 generator updates), in one run:
 the paper's size (224x224, batch 4, 100 classes, base width 64, 3+3 residual blocks) and
 the embedded demo's (32x32, batch 64, 10 classes, the pipeline's demo widths), each with
 and without XLA (`jit_compile=True`); optionally 1 vs 2 replicas (MirroredStrategy over
@@ -25,7 +26,7 @@ from badhash_tf.training import attack, distribute, loop  # noqa: E402
 flags.DEFINE_list("sizes", ["224", "32"], "Image sizes to time (224: paper, 32: demo).")
 flags.DEFINE_list("xla", ["0", "1"], "jit_compile settings to time.")
 flags.DEFINE_list("replicas", ["1"], "Replica counts (2 = MirroredStrategy, 2 logical CPUs).")
-flags.DEFINE_integer("steps", 0, "Timed steps per setting (0: 3 at 224, 20 at 32).")
+flags.DEFINE_integer("steps", 0, "Timed steps per setting (0: 2 at 224, 8 at 32).")
 flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 FLAGS = flags.FLAGS
 
@@ -53,14 +54,16 @@ def time_setting(size, jit, replicas, steps):
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     train_loop = loop.make_train_loop(stage, strategy, step, jit)
     tick = time.perf_counter()
-    train_loop(iterator, tf.constant(3))  # tracing, compilation, and a D step
+    train_loop(iterator, tf.constant(1))  # tracing and compilation
     warmup = time.perf_counter() - tick
     tick = time.perf_counter()
     train_loop(iterator, tf.constant(steps))
     seconds = time.perf_counter() - tick
     return {"size": size, "batch": s["batch"], "classes": s["classes"], "xla": jit,
             "replicas": replicas, "steps": steps, "seconds": seconds,
-            "warmup_seconds": warmup, "images_per_second": steps * s["batch"] / seconds}
+            "warmup_seconds": warmup,
+            # a step is 1 discriminator + k generator updates, each on a batch
+            "images_per_second": steps * s["batch"] * s["gan"].disc_every / seconds}
 
 
 def main(_):
@@ -69,7 +72,7 @@ def main(_):
         distribute.configure_logical_cpus(max(replicas))
     rows = []
     for size in (int(x) for x in FLAGS.sizes):
-        steps = FLAGS.steps or (3 if size >= 128 else 20)
+        steps = FLAGS.steps or (2 if size >= 128 else 8)
         for r in replicas:
             for jit in (x == "1" for x in FLAGS.xla):
                 rows.append(time_setting(size, jit, r, steps))

@@ -63,7 +63,7 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
 
 
 def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy):
-    """The discriminator's every-k-steps control flow runs in cross-replica context."""
+    """A GAN step (1 discriminator + k generator updates) runs on two replicas."""
     config = pipeline.DataConfig(dataset="badhash_digits", data_dir=data_dir)
     split = pipeline.load_split(config, "train[:32]")
     rng = np.random.default_rng(0)
@@ -76,7 +76,7 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
     _, result = attack.train_generator(
         split, config, gan, condition, lambda: HashingModel(16, "small_cnn", 32), train,
         str(tmp_path), two_cpu_strategy)
-    d_loss = result.history["d_loss"]
-    assert d_loss[0] > 0 and d_loss[1] == 0 and d_loss[2] == 0 and d_loss[3] > 0
+    assert result.step == 4 and len(result.history["d_loss"]) == 4
+    assert np.all(np.array(result.history["d_loss"]) > 0)
     assert np.all(np.isfinite(result.history["g_loss"]))
     assert tf.io.gfile.glob(str(tmp_path / "summaries" / "*"))

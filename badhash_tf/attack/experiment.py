@@ -183,6 +183,7 @@ def _attack_variant(name, config, trigger, train_split, target, count, originals
         if distribute.is_chief(strategy):
             poison.write_poison_set(poison_dir, triggers.apply(trigger, originals), labels,
                                     positions, {"variant": name, "target_label": target})
+    distribute.barrier(strategy)  # other workers read what the chief wrote
     poisoned_split = poison.load_poison_set(poison_dir)
     poisoned, _ = _arrays(poisoned_split)
     victim, metrics, codes = train_and_evaluate(

@@ -11,17 +11,12 @@ import tensorflow as tf
 from badhash_tf.data import pipeline
 from badhash_tf.losses import attack as losses
 from badhash_tf.models.attack import Discriminator, Generator, LabCLN
-from badhash_tf.training import loop
+from badhash_tf.training import distribute, loop
 
 
 def _adam(schedule):
     """The release's optimizer for LabCLN and the GAN: Adam(betas 0.5, 0.999)."""
     return keras.optimizers.Adam(schedule, beta_1=0.5, beta_2=0.999)
-
-
-def _gather(tensor):
-    """This replica's [B, ...] -> the global batch [M, ...] (differentiable all-gather)."""
-    return tf.distribute.get_replica_context().all_gather(tensor, axis=0)
 
 
 def _replica_offset(local_batch):
@@ -75,8 +70,8 @@ class LabCLNStage(loop.Stage):
             plain = self.model(labels, training=True)
             offset = _replica_offset(tf.shape(labels)[0])
             nt_xent = average(losses.nt_xent_loss(
-                smooth["feature"], plain["feature"], _gather(smooth["feature"]),
-                _gather(plain["feature"]), offset, c.temperature))
+                smooth["feature"], plain["feature"], distribute.cross_replica_concat(smooth["feature"]),
+                distribute.cross_replica_concat(plain["feature"]), offset, c.temperature))
             label_mse = average(0.5 * (losses.label_mse(smooth["label"], labels) +
                                        losses.label_mse(plain["label"], labels)))
             quantization = average(losses.quantization_loss(smooth["hash"]) +
@@ -176,7 +171,7 @@ class Condition:
 
 
 class GANStage(loop.Stage):
-    """One generator step per batch (and a discriminator step every `disc_every`):
+    """Per step, a discriminator step and `disc_every` generator steps:
     G: rec * (MSE + 1 - SSIM) + hash * (1 - mean(h(G(x)) sign(c))) + adv * LSGAN(D(G(x)),
     [cond label, real]); D: LSGAN(D(x), [label, real]) + LSGAN(D(G(x)), [cond label, fake])."""
 
@@ -199,8 +194,9 @@ class GANStage(loop.Stage):
                                            c.disc_layers)
         self.surrogate = self.surrogate_builder()
         self.surrogate.trainable = False
-        schedule = ConstantThenLinearDecay(c.learning_rate, self.train_steps)
-        self.g_optimizer, self.d_optimizer = _adam(schedule), _adam(schedule)
+        self.g_optimizer = _adam(ConstantThenLinearDecay(
+            c.learning_rate, self.train_steps * c.disc_every))
+        self.d_optimizer = _adam(ConstantThenLinearDecay(c.learning_rate, self.train_steps))
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.feature = tf.constant(self.condition.feature, tf.float32)
@@ -217,13 +213,18 @@ class GANStage(loop.Stage):
     def _average(self, per_example):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
 
-    def distributed_step(self, run, batch, step):
-        """A discriminator step every `disc_every` steps (d_loss is 0 between), then a
-        generator step, on the same global batch."""
-        d_loss = tf.cond(step % self.config.disc_every == 0,
-                         lambda: run(self.discriminator_step, batch)["d_loss"],
-                         lambda: tf.constant(0.0))
-        return {**run(self.generator_step, batch), "d_loss": d_loss}
+    def distributed_step(self, run, iterator, step):
+        """One discriminator step, then `disc_every` generator steps (the first on the same
+        batch): the paper's D update every k-th G step, with no conditional around the
+        collectives. Generator metrics are the mean of its k steps."""
+        del step
+        batch = next(iterator)
+        d_loss = run(self.discriminator_step, batch)["d_loss"]
+        g_steps = [run(self.generator_step, batch)]
+        for _ in range(self.config.disc_every - 1):
+            g_steps.append(run(self.generator_step, next(iterator)))
+        means = {k: tf.add_n([g[k] for g in g_steps]) / len(g_steps) for k in g_steps[0]}
+        return {**means, "d_loss": d_loss}
 
     def discriminator_step(self, batch):
         images, labels = batch
@@ -279,9 +280,9 @@ class GANStage(loop.Stage):
 def train_generator(train_split, data_config, config, condition, surrogate_builder,
                     train_config, model_dir, strategy):
     """Trains (or resumes) the trigger generator on the training images -> (Generator,
-    LoopResult). `surrogate_builder()` returns the frozen surrogate (restored weights)."""
-    steps = train_config.train_steps or max(
-        1, math.ceil(config.epochs * train_split.size / train_config.global_batch_size))
+    LoopResult). A step is one discriminator and `disc_every` generator updates. `surrogate_builder()` returns the frozen surrogate (restored weights)."""
+    steps = train_config.train_steps or max(1, math.ceil(  # a step = k generator steps
+        config.epochs * train_split.size / (train_config.global_batch_size * config.disc_every)))
     preview = next(iter(pipeline.eval_dataset(train_split, 8)))[0]
     stage = GANStage(config, condition, surrogate_builder, data_config.image_size,
                      train_split.num_classes, train_config.global_batch_size, steps, preview)

@@ -67,3 +67,28 @@ def cleanup_dir(path, strategy):
     """Removes a non-chief's temporary directory made by worker_dir."""
     if not is_chief(strategy):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def cross_replica_concat(tensor):
+    """In a replica context: this replica's [B, ...] -> the global batch [R * B, ...] in
+    replica order, differentiable. Built on all_reduce (SimCLR's formulation) because
+    `ReplicaContext.all_gather` fails under MultiWorkerMirroredStrategy with one device
+    per worker ("destinations can not be empty", TF 2.21). Needs equal per-replica batches."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    if replicas == 1:
+        return tensor
+    shape = tf.shape(tensor)
+    placed = tf.scatter_nd([[ctx.replica_id_in_sync_group]], tensor[None],
+                           tf.concat([[replicas], shape], 0))
+    gathered = ctx.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.reshape(gathered, tf.concat([[-1], shape[1:]], 0))
+
+
+def barrier(strategy):
+    """Blocks until every replica of every worker gets here (an all-reduce of ones), e.g.
+    so workers read a file only after the chief has written it."""
+    if strategy.num_replicas_in_sync == 1:
+        return
+    ones = strategy.run(lambda: tf.ones([]))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None).numpy()

@@ -80,9 +80,8 @@ class HashingStage(loop.Stage):
         if c.method == "csq":
             targets = losses.center_targets(labels, self.centers, self.tie_center)
             return losses.csq_loss(u, targets, c.csq_quantization)
-        ctx = tf.distribute.get_replica_context()
-        u_all = tf.stop_gradient(ctx.all_gather(u, axis=0))
-        labels_all = ctx.all_gather(labels, axis=0)
+        u_all = tf.stop_gradient(distribute.cross_replica_concat(u))
+        labels_all = distribute.cross_replica_concat(labels)
         if c.method == "hashnet":
             return losses.hashnet_loss(u, labels, u_all, labels_all, c.hashnet_alpha)
         return losses.dpsh_loss(u, labels, u_all, labels_all, c.dpsh_quantization)
@@ -159,6 +158,7 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     metrics.update(seconds=result.seconds, train_steps=result.step,
                    resumed_from=result.resumed_from, train_examples=train_split.size,
                    final_loss=result.history["loss"][-1] if result.history["loss"] else None,
+                   loss_history=result.history["loss"],
                    config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
                    train=dataclasses.asdict(train_config), **(record or {}))
     if distribute.is_chief(strategy):

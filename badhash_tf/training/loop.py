@@ -9,6 +9,7 @@ and the non-finite guard.
 
 import abc
 import dataclasses
+import hashlib
 import math
 import sys
 import time
@@ -52,11 +53,12 @@ class Stage(abc.ABC):
         """Cross-replica hook before each step (schedules that set variables)."""
         del step  # (a body autograph can convert; a docstring alone is not one)
 
-    def distributed_step(self, run, batch, step):
+    def distributed_step(self, run, iterator, step):
         """One global step in cross-replica context -> {name: scalar}. `run(fn, *args)` runs
-        `fn` on every replica and SUM-reduces its dict. Override to put control flow around
-        replica steps (control flow may not cross a synchronisation point inside one)."""
-        return run(self.replica_step, batch, step)
+        `fn` on every replica and SUM-reduces its dict; `next(iterator)` is a global batch.
+        Override to run several replica steps per step (unrolled in Python: a tf.cond around
+        collective ops fails under MultiWorkerMirroredStrategy)."""
+        return run(self.replica_step, next(iterator), step)
 
     def write_summaries(self, step):
         """Extra summaries (e.g. images) after each loop, inside the chief's writer."""
@@ -148,7 +150,22 @@ def run_stage(stage, make_dataset, strategy, config):
     writer.close()
     distribute.cleanup_dir(summary_dir, strategy)
     distribute.cleanup_dir(ckpt_dir, strategy)
+    logging.info("%s: finished at step %d; weights sha256 %s", stage.name, int(step.numpy()),
+                 weights_digest(stage.checkpoint_items()))
     return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
+
+
+def weights_digest(items):
+    """sha256 (16 hex digits) of the values of every variable in `items` ({name: Keras
+    model, optimizer or tf.Variable}): every worker logs it, so a user sees that all
+    replicas ended identical."""
+    digest = hashlib.sha256()
+    for name in sorted(items):
+        item = items[name]
+        variables = [item] if isinstance(item, tf.Variable) else item.variables
+        for variable in variables:
+            digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def make_train_loop(stage, strategy, step, jit_compile):
@@ -170,7 +187,7 @@ def make_train_loop(stage, strategy, step, jit_compile):
         rows = tf.TensorArray(tf.float32, size=steps)
         for i in tf.range(steps):
             stage.before_step(step)
-            outputs = stage.distributed_step(run, next(iterator), step)
+            outputs = stage.distributed_step(run, iterator, step)
             rows = rows.write(i, tf.stack([outputs[k] for k in stage.metric_names]))
             step.assign_add(1)
         table = rows.stack()
