@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m badhash_tf.train_victim --flagfile=flags/digits.cfg --output_dir=$(DEMO_DIR)/victim
+	$(PY) -m badhash_tf.pipeline --flagfile=flags/digits.cfg --output_dir=$(DEMO_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

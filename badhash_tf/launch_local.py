@@ -73,7 +73,7 @@ def run_workers(command, workers, timeout=0.0, out=sys.stdout, env=None):
     deadline = time.time() + timeout if timeout > 0 else None
     status = 0
     try:
-        while any(p.poll() is None for p in procs):
+        while None in [p.poll() for p in procs]:  # poll every worker, each time
             failed = [p for p in procs if p.returncode not in (None, 0)]
             if failed:
                 status = failed[0].returncode
@@ -87,6 +87,9 @@ def run_workers(command, workers, timeout=0.0, out=sys.stdout, env=None):
             time.sleep(0.2)
         else:
             status = next((p.returncode for p in procs if p.returncode), 0)
+            if status:
+                out.write(f"[launcher] worker {[p.returncode for p in procs].index(status)} "
+                          f"exited with {status}\n")
     finally:
         for p in procs:
             if p.poll() is None:

@@ -108,7 +108,12 @@ def _decode_fn(features, image_size):
 def _embedded_split(config, split):
     builder = _builder(config)
     if not builder.is_prepared():
-        builder.download_and_prepare()  # generates from scikit-learn's bundled digits
+        try:
+            builder.download_and_prepare()  # generates from scikit-learn's bundled digits
+        except FileExistsError:  # another worker prepared it at the same time: use theirs
+            builder = _builder(config)
+            if not builder.is_prepared():
+                raise
     num_classes, decode = _decode_fn(builder.info.features, config.image_size)
     size = builder.info.splits[split].num_examples
     if size == 0:

@@ -127,9 +127,23 @@ def run_stage(stage, make_dataset, strategy, config):
         distribute.cleanup_dir(ckpt_dir, strategy)
         return LoopResult(resumed_from, history, time.time() - start_time, resumed_from)
 
+    summary_dir = distribute.worker_dir(f"{config.model_dir}/summaries", strategy)
+    try:
+        history = _train(stage, make_dataset, strategy, config, step, manager,
+                         summary_dir, history, resumed_from)
+    finally:  # a non-chief's throwaway directories go, whatever happened
+        distribute.cleanup_dir(summary_dir, strategy)
+        distribute.cleanup_dir(ckpt_dir, strategy)
+    logging.info("%s: finished at step %d; weights sha256 %s", stage.name, int(step.numpy()),
+                 weights_digest(stage.checkpoint_items()))
+    return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
+
+
+def _train(stage, make_dataset, strategy, config, step, manager, summary_dir,
+           history, resumed_from):
+    """The loop proper: train, check, save, summarise, report, until train_steps."""
     iterator = iter(strategy.experimental_distribute_dataset(make_dataset(resumed_from)))
     train_loop = make_train_loop(stage, strategy, step, config.jit_compile)
-    summary_dir = distribute.worker_dir(f"{config.model_dir}/summaries", strategy)
     writer = tf.summary.create_file_writer(summary_dir)
     progress = _Progress(stage.name, config.train_steps, resumed_from)
     while (current := int(step.numpy())) < config.train_steps:
@@ -148,11 +162,7 @@ def run_stage(stage, make_dataset, strategy, config):
             stage.write_summaries(step)
         progress.update(int(step.numpy()), values, rate)
     writer.close()
-    distribute.cleanup_dir(summary_dir, strategy)
-    distribute.cleanup_dir(ckpt_dir, strategy)
-    logging.info("%s: finished at step %d; weights sha256 %s", stage.name, int(step.numpy()),
-                 weights_digest(stage.checkpoint_items()))
-    return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
+    return history
 
 
 def weights_digest(items):
