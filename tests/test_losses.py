@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from badhash_tf.losses import hashing as losses

@@ -55,7 +55,8 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "badhash" / "poison" / "poison.json").exists()
     assert "t-MAP" in log
-    assert (out.parent / "export" / "models" / "badhash_generator" / "1" / "saved_model.pb").exists()
+    exported = out.parent / "export" / "models" / "badhash_generator" / "1"
+    assert (exported / "saved_model.pb").exists()
     again, log = _run(data_dir, out)
     for key in FIGURES:
         assert again[key] == pytest.approx(report[key], abs=1e-6), key

@@ -12,7 +12,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from badhash_tf import launch_local

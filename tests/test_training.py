@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -125,13 +124,15 @@ def test_command_line_rejects_bad_flag(tmp_path):
     assert done.returncode != 0 and "--method" in done.stderr
 
 
-@pytest.mark.parametrize("preset", ["imagenet100", "nuswide", "mscoco"])
-def test_paper_presets_parse_and_name_the_missing_dataset_root(preset, tmp_path):
+@pytest.mark.parametrize("program,preset", [
+    ("train_victim", "imagenet100"), ("train_victim", "nuswide"), ("train_victim", "mscoco"),
+    ("pipeline", "imagenet100_attack")])
+def test_paper_presets_parse_and_name_the_missing_dataset_root(program, preset, tmp_path):
     """The paper's presets are valid flagfiles; without the data they fail naming the root."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     missing = tmp_path / "no_such_root"
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.train_victim", f"--flagfile=flags/{preset}.cfg",
+        [sys.executable, "-m", f"badhash_tf.{program}", f"--flagfile=flags/{preset}.cfg",
          f"--dataset=list:{missing}", f"--output_dir={tmp_path / 'out'}"],
         cwd=root, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from badhash_tf import io_utils
 from badhash_tf.attack import poison, report, triggers
 from badhash_tf.data import pipeline
 from badhash_tf.eval import retrieval, stealth

@@ -69,9 +69,10 @@ class LabCLNStage(loop.Stage):
             smooth = self.model(losses.label_smoothing(labels, c.smoothing), training=True)
             plain = self.model(labels, training=True)
             offset = _replica_offset(tf.shape(labels)[0])
+            concat = distribute.cross_replica_concat
             nt_xent = average(losses.nt_xent_loss(
-                smooth["feature"], plain["feature"], distribute.cross_replica_concat(smooth["feature"]),
-                distribute.cross_replica_concat(plain["feature"]), offset, c.temperature))
+                smooth["feature"], plain["feature"], concat(smooth["feature"]),
+                concat(plain["feature"]), offset, c.temperature))
             label_mse = average(0.5 * (losses.label_mse(smooth["label"], labels) +
                                        losses.label_mse(plain["label"], labels)))
             quantization = average(losses.quantization_loss(smooth["hash"]) +
@@ -280,7 +281,8 @@ class GANStage(loop.Stage):
 def train_generator(train_split, data_config, config, condition, surrogate_builder,
                     train_config, model_dir, strategy):
     """Trains (or resumes) the trigger generator on the training images -> (Generator,
-    LoopResult). A step is one discriminator and `disc_every` generator updates. `surrogate_builder()` returns the frozen surrogate (restored weights)."""
+    LoopResult). A step is one discriminator and `disc_every` generator updates.
+    `surrogate_builder()` returns the frozen surrogate (restored weights)."""
     steps = train_config.train_steps or max(1, math.ceil(  # a step = k generator steps
         config.epochs * train_split.size / (train_config.global_batch_size * config.disc_every)))
     preview = next(iter(pipeline.eval_dataset(train_split, 8)))[0]
