@@ -138,3 +138,21 @@ def test_tf_config_is_as_tf_documents_it():
                           "task": {"type": "worker", "index": 1}}
     assert launch_local.worker_command(["p"]) == ["p", "--strategy=multi_worker"]
     assert launch_local.worker_command(["p", "--strategy=mirrored"]) == ["p", "--strategy=mirrored"]
+
+
+def test_generator_stage_with_logical_cpus_flag(data_dir, tmp_path):
+    """The pipeline's stages under --strategy=mirrored --logical_cpus=2 (two replicas)."""
+    out = tmp_path / "attack"
+    done = subprocess.run(
+        [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
+         f"--data_dir={data_dir}", f"--output_dir={out}", "--train_split=train[:64]",
+         "--query_split=query[:40]", "--database_split=database[:200]", "--train_steps=2",
+         "--global_batch_size=16", "--steps_per_loop=2", "--map_top_k=100",
+         "--target_label=0", "--labcln_hidden=64", "--baselines=", "--export_base=",
+         "--strategy=mirrored", "--logical_cpus=2"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gan: finished at step 2" in done.stderr
+    assert "Using MirroredStrategy with devices ('/job:localhost/replica:0/task:0/device:CPU:0'" \
+           ", '/job:localhost/replica:0/task:0/device:CPU:1')" in done.stderr
+    assert json.loads((out / "report.json").read_text())["poison_count"] > 0

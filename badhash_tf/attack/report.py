@@ -96,10 +96,11 @@ def hash_space_png(path, space, target):
     fig, ax = plt.subplots(figsize=(7, 6))
     points = project(db)
     cmap = plt.get_cmap("tab20")
-    for cls in np.unique(classes):
-        mask = classes == cls
-        ax.scatter(*points[mask].T, s=8, color=cmap(cls % 20), alpha=0.35,
-                   label=f"db class {cls}" + (" (target)" if cls == target else ""))
+    for cls in sorted(np.unique(classes), key=lambda c: c == target):  # target drawn last
+        mask, is_target = classes == cls, cls == target
+        ax.scatter(*points[mask].T, s=30 if is_target else 8, color=cmap(cls % 20),
+                   alpha=0.8 if is_target else 0.35, edgecolors="k" if is_target else "none",
+                   linewidths=0.5, label=f"db class {cls}" + (" (target)" if is_target else ""))
     ax.scatter(*project(space["clean"]).T, s=18, facecolors="none", edgecolors="k",
                linewidths=0.6, label="clean queries")
     ax.scatter(*project(space["triggered"]).T, s=22, marker="x", color="red",
