@@ -24,6 +24,9 @@ from badhash_tf.training.hashing import (HashingConfig, RetrievalConfig, encode,
 from badhash_tf.training.loop import TrainConfig
 
 BASELINES = ("patch", "no_labcln", "no_hash_loss")
+# A run directory's layout (serving/export.py reads it): shared stages, then per variant
+# (badhash or a baseline) <variant>/generator, <variant>/poison, <variant>/victim.
+SURROGATE_DIR, LABCLN_DIR, REFERENCE_DIR = "surrogate", "labcln", "reference_victim"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,15 +109,15 @@ def run_experiment(config, output_dir, strategy):
     surrogate_train = dataclasses.replace(
         c.train, seed=c.train.seed + c.attack.surrogate_seed_offset)
     surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data, c.hashing,
-                             surrogate_train, f"{output_dir}/surrogate", strategy)
+                             surrogate_train, os.path.join(output_dir, SURROGATE_DIR), strategy)
     label_rows = np.concatenate([y.numpy() for _, y in pipeline.eval_dataset(train_split)])
     labcln, _ = clock.run("labcln", attack_training.train_labcln, label_rows, c.hashing.bits,
-                          c.labcln, c.train, f"{output_dir}/labcln", strategy)
+                          c.labcln, c.train, os.path.join(output_dir, LABCLN_DIR), strategy)
     target_row = np.eye(num_classes, dtype=np.float32)[target]
     condition = Condition(*attack_training.condition_of(labcln, target_row), target_row)
     reference, reference_metrics, reference_codes = clock.run(
         "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
-        f"{output_dir}/reference_victim", strategy)
+        os.path.join(output_dir, REFERENCE_DIR), strategy)
 
     originals, _, _ = poison.target_class_images(train_split, target, count)
     query_images, query_labels = _arrays(query_split)

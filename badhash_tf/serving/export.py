@@ -13,6 +13,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf.attack import experiment
+from badhash_tf.models.attack import Generator, LabCLN
+from badhash_tf.models.hashing import HashingModel
+
 GENERATOR_NAME = "badhash_generator"
 ENCODER_NAME = "badhash_hash_encoder"
 IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
@@ -159,8 +163,8 @@ def write_models_config(directory, model_names, base_path="/models"):
 
 
 ENCODERS = ("victim", "reference", "surrogate")
-_ENCODER_DIRS = {"victim": "badhash/victim", "reference": "reference_victim",
-                 "surrogate": "surrogate"}
+_ENCODER_DIRS = {"victim": os.path.join("badhash", "victim"),
+                 "reference": experiment.REFERENCE_DIR, "surrogate": experiment.SURROGATE_DIR}
 
 
 def _restore(directory, **trackables):
@@ -176,9 +180,6 @@ def _restore(directory, **trackables):
 def load_run_models(run_dir, encoder="victim"):
     """A pipeline run directory -> (HashingModel, Generator, LabCLN feature [F], report).
     Model shapes come from the run's report.json, weights from its checkpoints."""
-    from badhash_tf.models.attack import Generator, LabCLN
-    from badhash_tf.models.hashing import HashingModel
-
     if encoder not in ENCODERS:
         raise ValueError(f"--encoder={encoder}: choose one of {', '.join(ENCODERS)}")
     report_path = os.path.join(run_dir, "report.json")
@@ -193,7 +194,7 @@ def load_run_models(run_dir, encoder="victim"):
     _restore(os.path.join(run_dir, _ENCODER_DIRS[encoder]), model=hashing)
     labcln = LabCLN(classes, c["hashing"]["bits"], c["labcln"]["hidden"],
                     c["labcln"]["feature_dim"])
-    _restore(os.path.join(run_dir, "labcln"), model=labcln)
+    _restore(os.path.join(run_dir, experiment.LABCLN_DIR), model=labcln)
     target_row = np.eye(classes, dtype=np.float32)[report["target_label"]]
     feature = labcln(target_row[None], training=False)["feature"].numpy()[0]
     g = c["gan"]
