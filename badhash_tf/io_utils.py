@@ -4,6 +4,7 @@ half-written file and a failed run never clobbers a good one."""
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -22,6 +23,18 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def staging_dir(parent, prefix):
+    """Yields a new temporary directory inside `parent` (created if missing), for a caller
+    that fills it and renames it into place; whatever is left of it is removed on exit."""
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path, text):

@@ -119,7 +119,7 @@ def run_experiment(config, output_dir, strategy):
         "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
         os.path.join(output_dir, REFERENCE_DIR), strategy)
 
-    originals, _, _ = poison.target_class_images(train_split, target, count)
+    targets = poison.target_class_images(train_split, target, count)  # images, labels, positions
     query_images, query_labels = _arrays(query_split)
     non_target = query_labels[:, target] == 0
     queries = (query_images[non_target], query_labels[non_target])
@@ -132,7 +132,7 @@ def run_experiment(config, output_dir, strategy):
                             train_split, f"{output_dir}/{name}", strategy)
         variants[name], artifacts[name] = clock.run(
             f"{name}/poison_and_victim", _attack_variant, name, c, trigger, train_split,
-            target, count, originals, evaluation, f"{output_dir}/{name}", strategy)
+            target, targets, evaluation, f"{output_dir}/{name}", strategy)
 
     result = {
         **variants.pop("badhash"),
@@ -175,13 +175,14 @@ def _make_trigger(name, config, condition, surrogate, train_split, directory, st
     return triggers.generator_trigger(generator, condition.feature)
 
 
-def _attack_variant(name, config, trigger, train_split, target, count, originals,
-                    evaluation, directory, strategy):
-    """Poisons, trains the victim on the poisoned split, evaluates -> figures dict."""
+def _attack_variant(name, config, trigger, train_split, target, targets, evaluation,
+                    directory, strategy):
+    """Poisons `targets` (target-class images, labels, positions in the split), trains the
+    victim on the poisoned split, evaluates -> (figures, artifacts)."""
     c = config
+    originals, labels, positions = targets
     poison_dir = f"{directory}/poison"
     if not os.path.exists(poison_dir):
-        _, labels, positions = poison.target_class_images(train_split, target, count)
         if distribute.is_chief(strategy):
             poison.write_poison_set(poison_dir, triggers.apply(trigger, originals), labels,
                                     positions, {"variant": name, "target_label": target})

@@ -6,12 +6,11 @@ only read. The victim's training split is the clean split plus these copies.
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import io_utils
 from badhash_tf.data.pipeline import Split
 
 RECORDS = "poison.tfrecord"
@@ -70,9 +69,7 @@ def write_poison_set(directory, images, labels, positions, meta):
     if os.path.exists(directory):
         raise FileExistsError(f"{directory} already exists; poisoned sets are never overwritten")
     parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp_poison_", dir=parent)
-    try:
+    with io_utils.staging_dir(parent, ".tmp_poison_") as tmp:
         with tf.io.TFRecordWriter(os.path.join(tmp, RECORDS)) as writer:
             for image, label, position in zip(images, labels, positions):
                 writer.write(_example(image, label, int(position)))
@@ -80,8 +77,6 @@ def write_poison_set(directory, images, labels, positions, meta):
             json.dump({**meta, "count": len(images), "image_shape": list(images.shape[1:]),
                        "num_classes": int(labels.shape[1])}, f, indent=2)
         os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_meta(directory):

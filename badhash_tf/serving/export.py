@@ -7,12 +7,11 @@ and carry warm-up requests in `assets.extra/tf_serving_warmup_requests`.
 
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import io_utils
 from badhash_tf.attack import experiment
 from badhash_tf.models.attack import Generator, LabCLN
 from badhash_tf.models.hashing import HashingModel
@@ -120,9 +119,7 @@ def export(module, method_name, model_name, export_base, metadata):
     `serving_default` and `method_name`), with warm-up requests and `metadata` in
     assets.extra; written to a temporary sibling and renamed into place -> version path."""
     model_base = os.path.join(export_base, model_name)
-    os.makedirs(model_base, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=model_base)
-    try:
+    with io_utils.staging_dir(model_base, ".tmp_export_") as tmp:
         signature = getattr(module, method_name).get_concrete_function()
         tf.saved_model.save(module, tmp, signatures={"serving_default": signature,
                                                      method_name: signature})
@@ -142,8 +139,6 @@ def export(module, method_name, model_name, export_base, metadata):
             except OSError:
                 if not os.path.exists(path):
                     raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_models_config(directory, model_names, base_path="/models"):
@@ -153,12 +148,8 @@ def write_models_config(directory, model_names, base_path="/models"):
     entries = "".join(
         f"  config {{\n    name: \"{name}\"\n    base_path: \"{base_path}/{name}\"\n"
         f"    model_platform: \"tensorflow\"\n  }}\n" for name in model_names)
-    text = f"model_config_list {{\n{entries}}}\n"
     path = os.path.join(directory, "models.config")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    io_utils.write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path
 
 
