@@ -6,7 +6,7 @@ import dataclasses
 
 from absl import flags
 
-from badhash_tf.attack.experiment import BASELINES, AttackConfig
+from badhash_tf.attack.experiment import BASELINES, AttackConfig, ExperimentConfig
 from badhash_tf.data.pipeline import DataConfig
 from badhash_tf.training.attack import GANConfig, LabCLNConfig
 from badhash_tf.training.distribute import STRATEGIES
@@ -72,6 +72,22 @@ def from_flags(config_class, flag_values, prefix=""):
     return config_class(**{f.name: flag_values[prefix + f.name].value
                            for f in dataclasses.fields(config_class)
                            if prefix + f.name in flag_values})
+
+
+def experiment_config(flag_values, seed=None, baselines=None):
+    """The attack programs' flags -> ExperimentConfig; `seed` replaces --seed and
+    `baselines` (a tuple) replaces --baselines when given."""
+    train = from_flags(TrainConfig, flag_values)
+    if seed is not None:
+        train = dataclasses.replace(train, seed=seed)
+    attack = from_flags(AttackConfig, flag_values)
+    return ExperimentConfig(
+        data=from_flags(DataConfig, flag_values), hashing=from_flags(HashingConfig, flag_values),
+        train=train, retrieval=from_flags(RetrievalConfig, flag_values),
+        labcln=from_flags(LabCLNConfig, flag_values, prefix="labcln_"),
+        gan=from_flags(GANConfig, flag_values, prefix="gan_"),
+        attack=dataclasses.replace(attack, baselines=tuple(
+            attack.baselines if baselines is None else baselines)))
 
 
 def used_flags(flag_values):

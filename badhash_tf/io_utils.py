@@ -11,11 +11,13 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path in `path`'s directory; moved onto `path` on success."""
+def atomic_path(path, suffix=None):
+    """Yields a temporary path in `path`'s directory, ending in `suffix` (default: `path`'s
+    extension); moved onto `path` on success."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=directory)
+    suffix = os.path.splitext(path)[1] if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp

@@ -7,19 +7,13 @@ Writes DIR/report.json, report.md, samples.png, hash_space.png (with --seeds: on
 seed in DIR/seed_N and DIR/summary.json, summary.md). A rerun skips finished stages.
 """
 
-import dataclasses
-
 from absl import app, flags, logging
 
 from badhash_tf import cli_flags, io_utils
 from badhash_tf.attack import report
-from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig, run_experiment
-from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.attack.experiment import run_experiment
 from badhash_tf.serving import export
 from badhash_tf.training import distribute
-from badhash_tf.training.attack import GANConfig, LabCLNConfig
-from badhash_tf.training.hashing import HashingConfig, RetrievalConfig
-from badhash_tf.training.loop import TrainConfig
 
 cli_flags.define_data_flags()
 cli_flags.define_train_flags()
@@ -34,21 +28,6 @@ flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
 
 
-def experiment_config(seed=None):
-    """FLAGS -> ExperimentConfig (with `seed` replacing --seed when given)."""
-    train = cli_flags.from_flags(TrainConfig, FLAGS)
-    if seed is not None:
-        train = dataclasses.replace(train, seed=seed)
-    attack = cli_flags.from_flags(AttackConfig, FLAGS)
-    return ExperimentConfig(
-        data=cli_flags.from_flags(DataConfig, FLAGS),
-        hashing=cli_flags.from_flags(HashingConfig, FLAGS), train=train,
-        retrieval=cli_flags.from_flags(RetrievalConfig, FLAGS),
-        labcln=cli_flags.from_flags(LabCLNConfig, FLAGS, prefix="labcln_"),
-        gan=cli_flags.from_flags(GANConfig, FLAGS, prefix="gan_"),
-        attack=dataclasses.replace(attack, baselines=tuple(attack.baselines)))
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -61,7 +40,7 @@ def main(argv):
     if chief:
         io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
     if not seeds:
-        result = run_experiment(experiment_config(), FLAGS.output_dir, strategy)
+        result = run_experiment(cli_flags.experiment_config(FLAGS), FLAGS.output_dir, strategy)
         _log(result, FLAGS.output_dir)
         if chief and FLAGS.export_base:
             for name, path in export.export_run(FLAGS.output_dir, FLAGS.export_base).items():
@@ -70,7 +49,7 @@ def main(argv):
     results = []
     for seed in seeds:
         out = f"{FLAGS.output_dir}/seed_{seed}"
-        results.append(run_experiment(experiment_config(seed), out, strategy))
+        results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out, strategy))
         _log(results[-1], out)
     if chief:
         data = report.summary(results)

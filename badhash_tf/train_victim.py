@@ -1,7 +1,8 @@
 """Trains and evaluates a deep-hashing model (a victim or the attacker's surrogate).
 
 python -m badhash_tf.train_victim --flagfile=flags/digits.cfg --output_dir=DIR
-Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json and metrics.md to DIR.
+Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json, metrics.md and
+backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DIR.
 """
 
 from absl import app, flags, logging

@@ -32,10 +32,18 @@ def test_unknown_backbone_is_named():
         HashingModel(backbone="alexnet")
 
 
-def test_local_backbone_weights(tmp_path):
-    source = HashingModel(bits=16, backbone="vgg11", image_size=32)
-    path = str(tmp_path / "vgg11.weights.h5")
+@pytest.mark.parametrize("backbone", ["small_cnn", "vgg11"])
+def test_local_backbone_weights(tmp_path, backbone):
+    source = HashingModel(bits=16, backbone=backbone, image_size=32)
+    path = str(tmp_path / f"{backbone}.weights.h5")
     source.backbone.save_weights(path)
-    loaded = HashingModel(bits=16, backbone="vgg11", image_size=32, backbone_weights=path)
+    loaded = HashingModel(bits=16, backbone=backbone, image_size=32, backbone_weights=path)
     x = np.random.default_rng(2).random((1, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.backbone(x), source.backbone(x), atol=1e-5)
+
+
+def test_bad_backbone_weights_name_the_flag(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--backbone_weights=.*missing.weights.h5"):
+        HashingModel(backbone_weights=str(tmp_path / "missing.weights.h5"))
+    with pytest.raises(ValueError, match="--backbone_weights=.*model.ckpt.*weights.h5"):
+        HashingModel(backbone_weights=str(tmp_path / "model.ckpt"))

@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from badhash_tf.data import pipeline
+from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import loop
 from badhash_tf.training.hashing import HashingConfig, train_hashing_model, encode
 
@@ -114,6 +116,15 @@ def test_train_victim_command_line(data_dir, tmp_path):
     assert codes["query_codes"].shape == (20, 32) and codes["db_codes"].shape == (200, 32)
     assert set(np.unique(codes["db_codes"])) <= {-1, 1}
     assert "MAP" in done.stderr and "metrics.json" in done.stderr
+    # the trained backbone is kept as a pretrained starting point for other runs
+    keras.utils.set_random_seed(0)
+    fresh = HashingModel(bits=32, backbone="small_cnn", image_size=32)
+    keras.utils.set_random_seed(0)
+    loaded = HashingModel(bits=32, backbone="small_cnn", image_size=32,
+                          backbone_weights=str(out / "backbone.weights.h5"))
+    moved = [np.abs(a - b).max() for a, b in zip(loaded.backbone.get_weights(),
+                                                  fresh.backbone.get_weights())]
+    assert max(moved) > 1e-3
 
 
 def test_command_line_rejects_bad_flag(tmp_path):

@@ -64,7 +64,7 @@ def choose_target(config, num_classes, seed):
     return int(np.random.default_rng(seed).integers(num_classes))
 
 
-def _arrays(split):
+def split_arrays(split):
     """A split -> (images [N, S, S, 3] float32, labels [N, C] float32)."""
     images, labels = [], []
     for x, y in pipeline.eval_dataset(split):
@@ -77,7 +77,7 @@ def _encode_arrays(model, images, labels):
     return encode(model, tf.data.Dataset.from_tensor_slices((images, labels)).batch(256))
 
 
-class _Clock:
+class StageClock:
     """Wall seconds per stage, for report.json."""
 
     def __init__(self):
@@ -92,57 +92,80 @@ class _Clock:
         return out
 
 
-def run_experiment(config, output_dir, strategy):
-    """Runs every stage into `output_dir`; writes report.json, report.md, samples.png and
-    hash_space.png (chief only) -> the report dict."""
-    c, clock, start = config, _Clock(), time.time()
+@dataclasses.dataclass
+class Setting:
+    """What every variant of a run shares: the training split, the target label, the
+    number of poisoned copies and the target-class images they come from (images, labels,
+    positions in the split), the attacker's surrogate, the reference victim's metrics and
+    the evaluation harness."""
+    train_split: pipeline.Split
+    target: int
+    count: int
+    targets: tuple
+    surrogate: object
+    reference_metrics: dict
+    evaluation: "Evaluation"
+
+
+def prepare(config, output_dir, strategy, clock):
+    """The stages every variant builds on: the surrogate and the reference victim (trained
+    or restored) and the non-target queries -> Setting."""
+    c = config
     train_split = pipeline.load_split(c.data, c.retrieval.train_split)
     query_split = pipeline.load_split(c.data, c.retrieval.query_split)
-    num_classes = train_split.num_classes
-    target = choose_target(c.attack, num_classes, c.train.seed)
+    target = choose_target(c.attack, train_split.num_classes, c.train.seed)
     available = poison.count_with_label(train_split, target)
     count = poison.poison_count_for(train_split.size, available, c.attack.poison_count,
                                     c.attack.poison_rate)
     logging.info("target label %d: %d poisoned copies of %d target-class training images",
                  target, count, available)
-
     surrogate_train = dataclasses.replace(
         c.train, seed=c.train.seed + c.attack.surrogate_seed_offset)
     surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data, c.hashing,
                              surrogate_train, os.path.join(output_dir, SURROGATE_DIR), strategy)
-    label_rows = np.concatenate([y.numpy() for _, y in pipeline.eval_dataset(train_split)])
-    labcln, _ = clock.run("labcln", attack_training.train_labcln, label_rows, c.hashing.bits,
-                          c.labcln, c.train, os.path.join(output_dir, LABCLN_DIR), strategy)
-    target_row = np.eye(num_classes, dtype=np.float32)[target]
-    condition = Condition(*attack_training.condition_of(labcln, target_row), target_row)
     reference, reference_metrics, reference_codes = clock.run(
         "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
         os.path.join(output_dir, REFERENCE_DIR), strategy)
-
-    targets = poison.target_class_images(train_split, target, count)  # images, labels, positions
-    query_images, query_labels = _arrays(query_split)
+    query_images, query_labels = split_arrays(query_split)
     non_target = query_labels[:, target] == 0
-    queries = (query_images[non_target], query_labels[non_target])
     k = min(c.retrieval.map_top_k, len(reference_codes["database"][0]))
-    evaluation = _Evaluation(target, k, queries, reference, reference_codes)
+    evaluation = Evaluation(target, k, (query_images[non_target], query_labels[non_target]),
+                            reference, reference_codes)
+    return Setting(train_split, target, count,
+                   poison.target_class_images(train_split, target, count), surrogate,
+                   reference_metrics, evaluation)
+
+
+def run_experiment(config, output_dir, strategy):
+    """Runs every stage into `output_dir`; writes report.json, report.md, samples.png and
+    hash_space.png (chief only) -> the report dict."""
+    c, clock, start = config, StageClock(), time.time()
+    setting = prepare(c, output_dir, strategy, clock)
+    train_split, target = setting.train_split, setting.target
+    label_rows = np.concatenate([y.numpy() for _, y in pipeline.eval_dataset(train_split)])
+    labcln, _ = clock.run("labcln", attack_training.train_labcln, label_rows, c.hashing.bits,
+                          c.labcln, c.train, os.path.join(output_dir, LABCLN_DIR), strategy)
+    target_row = np.eye(train_split.num_classes, dtype=np.float32)[target]
+    condition = Condition(*attack_training.condition_of(labcln, target_row), target_row)
 
     variants, artifacts = {}, {}
     for name in ("badhash",) + tuple(c.attack.baselines):
-        trigger = clock.run(f"{name}/trigger", _make_trigger, name, c, condition, surrogate,
-                            train_split, f"{output_dir}/{name}", strategy)
+        trigger = clock.run(f"{name}/trigger", _make_trigger, name, c, condition,
+                            setting.surrogate, train_split, f"{output_dir}/{name}", strategy)
         variants[name], artifacts[name] = clock.run(
-            f"{name}/poison_and_victim", _attack_variant, name, c, trigger, train_split,
-            target, targets, evaluation, f"{output_dir}/{name}", strategy)
+            f"{name}/poison_and_victim", attack_variant, name, c, trigger, setting,
+            f"{output_dir}/{name}", strategy)
 
+    evaluation, count = setting.evaluation, setting.count
     result = {
         **variants.pop("badhash"),
-        "clean_map_reference": reference_metrics["map_at_k"],
-        "clean_map_reference_full_database": reference_metrics["map"],
+        "clean_map_reference": setting.reference_metrics["map_at_k"],
+        "clean_map_reference_full_database": setting.reference_metrics["map"],
         "t_map_untriggered_reference": evaluation.untriggered_reference,
         "target_label": target, "poison_count": count,
         "poison_rate": count / (train_split.size + count),
-        "train_size": train_split.size, "triggered_queries": int(non_target.sum()),
-        "k": k, "seed": c.train.seed, "num_classes": num_classes,
+        "train_size": train_split.size, "triggered_queries": len(evaluation.queries[0]),
+        "k": evaluation.k, "seed": c.train.seed, "num_classes": train_split.num_classes,
         "baselines": variants,
         "seconds": {**clock.seconds, "total": round(time.time() - start, 2)},
         "config": dataclasses.asdict(c),
@@ -175,30 +198,29 @@ def _make_trigger(name, config, condition, surrogate, train_split, directory, st
     return triggers.generator_trigger(generator, condition.feature)
 
 
-def _attack_variant(name, config, trigger, train_split, target, targets, evaluation,
-                    directory, strategy):
-    """Poisons `targets` (target-class images, labels, positions in the split), trains the
-    victim on the poisoned split, evaluates -> (figures, artifacts)."""
+def attack_variant(name, config, trigger, setting, directory, strategy):
+    """Poisons the setting's target-class images with `trigger`, trains the victim on the
+    poisoned split, evaluates -> (figures, artifacts)."""
     c = config
-    originals, labels, positions = targets
+    originals, labels, positions = setting.targets
     poison_dir = f"{directory}/poison"
     if not os.path.exists(poison_dir):
         if distribute.is_chief(strategy):
             poison.write_poison_set(poison_dir, triggers.apply(trigger, originals), labels,
-                                    positions, {"variant": name, "target_label": target})
+                                    positions, {"variant": name, "target_label": setting.target})
     distribute.barrier(strategy)  # other workers read what the chief wrote
     poisoned_split = poison.load_poison_set(poison_dir)
-    poisoned, _ = _arrays(poisoned_split)
+    poisoned, _ = split_arrays(poisoned_split)
     victim, metrics, codes = train_and_evaluate(
         c.data, c.hashing, c.train, c.retrieval, f"{directory}/victim", strategy,
-        train_split=poison.with_poison(train_split, poisoned_split))
-    figures, space = evaluation.figures(trigger, victim, codes, metrics)
+        train_split=poison.with_poison(setting.train_split, poisoned_split))
+    figures, space = setting.evaluation.figures(trigger, victim, codes, metrics)
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
     return ({**figures, **stealth.stealth_metrics(originals, poisoned)},
             {"samples": samples, "space": space})
 
 
-class _Evaluation:
+class Evaluation:
     """t-MAP and clean MAP of a victim with triggered and clean non-target queries."""
 
     def __init__(self, target, k, queries, reference, reference_codes):

@@ -5,6 +5,8 @@ Output: u = tanh(scale * z) in (-1, 1)^bits; the binary code is sign(u). `scale`
 release's tanh sharpening, a non-trainable variable the training stage raises over time.
 """
 
+import os
+
 import keras
 from keras import layers
 
@@ -37,8 +39,18 @@ def _resnet50(image_size, weights):
     net = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
                                       input_shape=(image_size, image_size, 3))
     if weights:
-        net.load_weights(weights)
+        net.load_weights(_weights_file(weights))
     return net
+
+
+def _weights_file(path):
+    """A local Keras weights file (`*.weights.h5`), checked so a bad path names the flag."""
+    if not path.endswith(".weights.h5"):
+        raise ValueError(f"--backbone_weights={path}: expected a Keras '.weights.h5' file "
+                         "(e.g. a trained model's backbone.weights.h5)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--backbone_weights={path}: no such file")
+    return path
 
 
 @keras.saving.register_keras_serializable(package="badhash_tf")
@@ -61,8 +73,8 @@ class HashingModel(keras.Model):
         self.hash_layer = layers.Dense(bits, name="hash_layer")
         self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
         self.build((None, image_size, image_size, 3))
-        if backbone_weights and backbone == "vgg11":
-            self.backbone.load_weights(backbone_weights)
+        if backbone_weights and backbone != "resnet50":  # ResNet50 loads them when built
+            self.backbone.load_weights(_weights_file(backbone_weights))
 
     def build(self, input_shape):
         self.backbone.build(input_shape)

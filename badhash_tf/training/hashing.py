@@ -15,6 +15,7 @@ from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import distribute, loop
 
 METHODS = ("hashnet", "csq", "dpsh")
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # written beside metrics.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +144,8 @@ class RetrievalConfig:
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
                        strategy, train_split=None, record=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
-    metrics.json and metrics.md there (chief only) -> (model, metrics dict, codes) with
-    codes = {"query": (codes, labels), "database": (codes, labels)}.
+    metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
+    dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
     `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
     command line's flags) is stored in metrics.json as is."""
     r = retrieval_config
@@ -162,6 +163,8 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
                    config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
                    train=dataclasses.asdict(train_config), **(record or {}))
     if distribute.is_chief(strategy):
+        with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
+            model.backbone.save_weights(tmp)  # reusable as --backbone_weights (pretraining)
         io_utils.save_npz(f"{output_dir}/codes.npz", query_codes=query[0], query_labels=query[1],
                           db_codes=database[0], db_labels=database[1])
         io_utils.write_json(f"{output_dir}/metrics.json", metrics)

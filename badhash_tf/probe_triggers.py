@@ -1,0 +1,51 @@
+"""Can a victim learn any clean-label trigger this invisible? Poisons the target class with
+fixed additive triggers at a PSNR budget (noise, colour tint, a universal and per-image
+adversarial perturbations against the surrogate; see attack/probes.py), trains a victim on
+each poisoned set and measures it in the pipeline's harness.
+
+python -m badhash_tf.probe_triggers --flagfile=flags/digits.cfg --output_dir=DIR [--psnr=30]
+Writes DIR/probes.json and DIR/probes.md; DIR/probe_<name>/ holds each poisoned set and
+victim. The surrogate and the reference victim are those of a pipeline run in DIR, if any.
+"""
+
+from absl import app, flags, logging
+
+from badhash_tf import cli_flags
+from badhash_tf.attack import probes
+from badhash_tf.training import distribute
+
+cli_flags.define_data_flags()
+cli_flags.define_train_flags()
+cli_flags.define_hashing_flags()
+cli_flags.define_attack_flags()
+flags.DEFINE_list("probes", list(probes.PROBES),
+                  f"Triggers to probe: {', '.join(probes.PROBES)}.")
+flags.DEFINE_float("psnr", 30.0, "PSNR budget (dB): each perturbation's RMSE is at most "
+                   "10^(-psnr/20).")
+flags.DEFINE_string("output_dir", None, "Directory for the probes (may be a pipeline run's).")
+flags.mark_flag_as_required("output_dir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    unknown = set(FLAGS.probes) - set(probes.PROBES)
+    if unknown:
+        raise app.UsageError(f"--probes: unknown {', '.join(sorted(unknown))}; choose from "
+                             f"{', '.join(probes.PROBES)}")
+    if FLAGS.psnr <= 0:
+        raise app.UsageError(f"--psnr={FLAGS.psnr} must be > 0")
+    config = cli_flags.experiment_config(FLAGS, baselines=())
+    strategy = distribute.make_strategy(config.train.strategy, config.train.logical_cpus)
+    result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir, strategy,
+                               record={"flags": cli_flags.used_flags(FLAGS)})
+    for row in result["probes"]:
+        logging.info("probe %s: t-MAP %.4f (clean victim %.4f), PSNR %.2f dB, SSIM %.4f",
+                     row["probe"], row["t_map"], row["t_map_clean_victim"], row["psnr"],
+                     row["ssim"])
+    logging.info("-> %s/probes.md", FLAGS.output_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

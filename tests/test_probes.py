@@ -1,0 +1,113 @@
+"""Trigger probes: each stays within its PSNR budget on real digits, the adversarial ones
+move the surrogate toward their code, and the command line writes its table."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from badhash_tf.attack import experiment, probes
+from badhash_tf.data import pipeline
+from badhash_tf.eval import stealth
+from badhash_tf.models.hashing import HashingModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir):
+    split = pipeline.load_split(pipeline.DataConfig(data_dir=data_dir), "train[:48]")
+    return experiment.split_arrays(split)
+
+
+@pytest.fixture(scope="module")
+def surrogate():
+    keras.utils.set_random_seed(3)
+    return HashingModel(bits=16, backbone="small_cnn", image_size=32)
+
+
+def test_amplitude_is_the_rmse_of_the_psnr():
+    assert probes.amplitude(30.0) == pytest.approx(0.031623, abs=1e-6)
+    assert probes.amplitude(20.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("name", probes.PROBES)
+def test_probe_keeps_its_psnr_budget(digits, surrogate, name):
+    images, labels = digits
+    target = int(np.argmax(labels[0]))
+    trigger = probes.make_probe(name, 30.0, surrogate, images, labels, target)
+    triggered = trigger(images[:16]).numpy()
+    assert triggered.shape == images[:16].shape
+    assert triggered.min() >= 0.0 and triggered.max() <= 1.0
+    assert np.allclose(triggered * 255.0, np.round(triggered * 255.0), atol=1e-3)  # 8-bit
+    rmse = np.sqrt(np.mean(np.square(triggered - images[:16]), axis=(1, 2, 3)))
+    # the budget, plus at most half an 8-bit level of rounding per pixel
+    assert rmse.max() <= probes.amplitude(30.0) + 0.5 / 255.0
+    assert rmse.max() > 0.0
+    assert stealth.stealth_metrics(images[:16], triggered)["psnr"] >= 29.9
+
+
+def test_tint_is_a_colour_cast(digits, surrogate):
+    images, labels = digits
+    triggered = probes.make_probe("tint", 30.0, surrogate, images, labels, 0)(images).numpy()
+    shift = triggered - images
+    mid = (images > 0.1) & (images < 0.9)  # away from clipping
+    assert np.allclose(shift[..., 0][mid[..., 0]], 8 / 255, atol=1e-3)
+    assert np.allclose(shift[..., 1], 0.0)
+    assert np.allclose(shift[..., 2][mid[..., 2]], -8 / 255, atol=1e-3)
+
+
+def test_pgd_moves_the_surrogate_toward_its_code(digits, surrogate):
+    images, _ = digits
+    code = np.where(np.arange(16) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    trigger = probes.pgd_trigger(surrogate, code, radius=probes.amplitude(30.0) * np.sqrt(
+        32 * 32 * 3), logit_scale=1.0, steps=20)
+    before = probes.code_alignment(surrogate, images, code, 1.0).numpy()
+    after = probes.code_alignment(surrogate, trigger(images), code, 1.0).numpy()
+    assert after.mean() > before.mean() + 0.05
+
+
+def test_universal_perturbation_is_one_pattern_in_the_ball(digits, surrogate):
+    images, _ = digits
+    code = np.ones(16, np.float32)
+    radius = 1.0
+    delta = probes.universal_perturbation(surrogate, images, code, radius, 1.0, steps=20,
+                                          batch_size=16, learning_rate=0.05)
+    assert delta.shape == (32, 32, 3)
+    assert np.sqrt(np.sum(delta ** 2)) <= radius + 1e-5
+    before = probes.code_alignment(surrogate, images, code, 1.0).numpy().mean()
+    after = probes.code_alignment(surrogate, images + delta, code, 1.0).numpy().mean()
+    assert after > before
+
+
+def test_unknown_probe_is_named(digits, surrogate):
+    images, labels = digits
+    with pytest.raises(ValueError, match="--probes: unknown probe 'blur'"):
+        probes.make_probe("blur", 30.0, surrogate, images, labels, 0)
+
+
+def test_probe_command_line_writes_its_table(data_dir, tmp_path):
+    out = tmp_path / "probes"
+    cmd = [sys.executable, "-m", "badhash_tf.probe_triggers", "--flagfile=flags/digits.cfg",
+           f"--data_dir={data_dir}", f"--output_dir={out}", "--probes=tint,pgd_away",
+           "--train_split=train[:64]", "--query_split=query[:40]",
+           "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
+           "--steps_per_loop=2", "--map_top_k=100", "--target_label=0"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "probes.json").read_text())
+    assert [row["probe"] for row in result["probes"]] == ["tint", "pgd_away"]
+    for row in result["probes"]:
+        assert 0.0 <= row["t_map"] <= 1.0 and 0.0 <= row["clean_map"] <= 1.0
+        assert row["psnr"] >= 29.9 and -1.0 <= row["surrogate_alignment"] <= 1.0
+    assert result["target_label"] == 0 and result["psnr_budget"] == 30.0
+    assert "| tint |" in (out / "probes.md").read_text()
+    assert (out / "probe_tint" / "poison" / "poison.json").exists()
+    bad = subprocess.run(cmd[:6] + ["--probes=blur"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "--probes: unknown blur" in bad.stderr
