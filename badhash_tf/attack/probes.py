@@ -1,7 +1,8 @@
 """Fixed additive triggers under a PSNR budget, to ask whether a victim can learn *any*
 clean-label trigger that invisible on a dataset, independently of how well the generator
 trains. Each probe returns a trigger function (images [B, S, S, 3] in [0, 1] -> the same,
-quantised to 8 bits) whose perturbation has RMSE at most 10^(-psnr/20) per image:
+quantised to 8 bits) whose perturbation has RMSE at most 10^(-psnr/20) per image before
+the rounding:
 
 - noise: a fixed random +-a pattern; tint: +a red, -a blue (a colour cast, absent from
   grey-level data); universal: one perturbation optimised on the surrogate to pull
