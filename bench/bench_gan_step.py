@@ -8,7 +8,6 @@ logical CPUs). Random images; the surrogate is a small-CNN hashing model.
 python bench/bench_gan_step.py [--sizes=224,32] [--replicas=1,2] [--steps=3]
 """
 
-import json
 import os
 import time
 
@@ -18,7 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from badhash_tf import cli_flags  # noqa: E402
+from badhash_tf import cli_flags, io_utils  # noqa: E402
 from badhash_tf.data.pipeline import Split  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
 from badhash_tf.training import attack, distribute, loop  # noqa: E402
@@ -87,8 +86,7 @@ def main(_):
                 print(f"{size}: replicas {row['replicas']} xla {row['xla']} / baseline = "
                       f"{row['images_per_second'] / base[0]['images_per_second']:.2f}x")
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(rows, f, indent=2)
+        io_utils.write_json(FLAGS.output, rows)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ python bench/bench_retrieval.py  (10,000 queries x 100,000 database items, 64 bi
 Prints both timings, the speed-up ratio, and checks the two MAPs agree.
 """
 
-import json
 import time
 
 import numpy as np
 from absl import app, flags
 
+from badhash_tf import io_utils
 from badhash_tf.eval import retrieval
 
 flags.DEFINE_integer("queries", 10_000, "Number of queries.")
@@ -52,8 +52,7 @@ def main(_):
     print(f"speed-up: {slow_s / fast_s:.1f}x  ({FLAGS.queries} queries x {FLAGS.database} "
           f"items, {FLAGS.bits} bits, top_k={top_k})")
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(result, f, indent=2)
+        io_utils.write_json(FLAGS.output, result)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from badhash_tf import io_utils  # noqa: E402
+
 flags.DEFINE_string("saved_model", None, "An exported generator version directory.")
 flags.DEFINE_list("batches", ["1", "64"], "Batch sizes.")
 flags.DEFINE_integer("repeats", 20, "Timed calls per batch size.")
@@ -48,8 +50,7 @@ def main(_):
         print(f"batch {batch:3d} at {size}x{size}: median {1000 * median:.2f} ms, p90 "
               f"{rows[-1]['p90_ms']:.2f} ms, {batch / median:.0f} images/s")
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(rows, f, indent=2)
+        io_utils.write_json(FLAGS.output, rows)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ def samples_png(path, samples):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path):
+    """Lays out `fig`, writes it to `path` atomically as PNG and closes it."""
     fig.tight_layout()
     with io_utils.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -107,10 +112,7 @@ def hash_space_png(path, space, target):
                linewidths=0.8, label="triggered queries")
     ax.set_title(f"Hash space of the backdoored victim (PCA), target class {target}")
     ax.legend(fontsize=7, loc="best", ncol=2)
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def write_all(output_dir, result, artifacts):

@@ -15,6 +15,7 @@ from badhash_tf import io_utils
 from badhash_tf.attack import experiment
 from badhash_tf.models.attack import Generator, LabCLN
 from badhash_tf.models.hashing import HashingModel
+from badhash_tf.training.attack import condition_of
 
 GENERATOR_NAME = "badhash_generator"
 ENCODER_NAME = "badhash_hash_encoder"
@@ -187,7 +188,7 @@ def load_run_models(run_dir, encoder="victim"):
                     c["labcln"]["feature_dim"])
     _restore(os.path.join(run_dir, experiment.LABCLN_DIR), model=labcln)
     target_row = np.eye(classes, dtype=np.float32)[report["target_label"]]
-    feature = labcln(target_row[None], training=False)["feature"].numpy()[0]
+    feature, _ = condition_of(labcln, target_row)
     g = c["gan"]
     generator = Generator(size, g["base_width"], g["residual_blocks"], len(feature),
                           g["label_width"])

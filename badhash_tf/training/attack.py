@@ -63,20 +63,18 @@ class LabCLNStage(loop.Stage):
 
     def replica_step(self, labels, step):
         c = self.config
-        average = lambda per_example: tf.nn.compute_average_loss(
-            per_example, global_batch_size=self.global_batch_size)
         with tf.GradientTape() as tape:
             smooth = self.model(losses.label_smoothing(labels, c.smoothing), training=True)
             plain = self.model(labels, training=True)
             offset = _replica_offset(tf.shape(labels)[0])
             concat = distribute.cross_replica_concat
-            nt_xent = average(losses.nt_xent_loss(
+            nt_xent = self.average(losses.nt_xent_loss(
                 smooth["feature"], plain["feature"], concat(smooth["feature"]),
                 concat(plain["feature"]), offset, c.temperature))
-            label_mse = average(0.5 * (losses.label_mse(smooth["label"], labels) +
-                                       losses.label_mse(plain["label"], labels)))
-            quantization = average(losses.quantization_loss(smooth["hash"]) +
-                                   losses.quantization_loss(plain["hash"]))
+            label_mse = self.average(0.5 * (losses.label_mse(smooth["label"], labels) +
+                                            losses.label_mse(plain["label"], labels)))
+            quantization = self.average(losses.quantization_loss(smooth["hash"]) +
+                                        losses.quantization_loss(plain["hash"]))
             loss = nt_xent + label_mse + quantization
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -211,9 +209,6 @@ class GANStage(loop.Stage):
     def _tiled(self, batch):
         return (tf.tile(self.feature[None], [batch, 1]), tf.tile(self.label_row[None], [batch, 1]))
 
-    def _average(self, per_example):
-        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-
     def distributed_step(self, run, iterator, step):
         """One discriminator step, then `disc_every` generator steps (the first on the same
         batch): the paper's D update every k-th G step, with no conditional around the
@@ -233,7 +228,7 @@ class GANStage(loop.Stage):
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             fake = tf.stop_gradient(self.generator([images, features], training=True))
-            d_loss = self._average(
+            d_loss = self.average(
                 losses.lsgan_loss(self.discriminator(images, training=True),
                                   losses.discriminator_targets(labels, fake=False)) +
                 losses.lsgan_loss(self.discriminator(fake, training=True),
@@ -255,10 +250,10 @@ class GANStage(loop.Stage):
         variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:
             generated = self.generator([images, features], training=True)
-            reconstruction = self._average(losses.reconstruction_loss(generated, images))
-            hash_term = self._average(losses.hash_alignment_loss(
+            reconstruction = self.average(losses.reconstruction_loss(generated, images))
+            hash_term = self.average(losses.hash_alignment_loss(
                 self._surrogate_code(generated), self.target_code))
-            adversarial = self._average(losses.lsgan_loss(
+            adversarial = self.average(losses.lsgan_loss(
                 self.discriminator(generated, training=False),
                 losses.discriminator_targets(cond_labels, fake=False)))
             g_loss = (c.rec_weight * reconstruction + c.hash_weight * hash_term +

@@ -91,8 +91,7 @@ class HashingStage(loop.Stage):
         images, labels = batch
         with tf.GradientTape() as tape:
             u = self.model(images, training=True)
-            loss = tf.nn.compute_average_loss(self.per_example_loss(u, labels),
-                                              global_batch_size=self.global_batch_size)
+            loss = self.average(self.per_example_loss(u, labels))
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return {"loss": loss}
@@ -114,9 +113,12 @@ def train_hashing_model(train_split, data_config, config, train_config, model_di
 def encode(model, dataset):
     """Binary codes of an ordered batched dataset of (images, labels) -> (codes int8 [N, K]
     of +-1, labels [N, C])."""
-    u = model.predict(dataset.map(lambda images, labels: images), verbose=0)
-    labels = np.concatenate([y.numpy() for _, y in dataset])
-    return np.where(u >= 0, 1, -1).astype(np.int8), labels
+    outputs, labels = [], []
+    for images, batch_labels in dataset:  # one pass: images and labels read together
+        outputs.append(model.predict_on_batch(images))
+        labels.append(batch_labels.numpy())
+    u = np.concatenate(outputs)
+    return np.where(u >= 0, 1, -1).astype(np.int8), np.concatenate(labels)
 
 
 def retrieval_metrics(query, database, top_k, precision_k):

@@ -27,7 +27,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Stage(abc.ABC):
-    """One trainable stage. Subclasses set `name` and `metric_names` and implement
+    """One trainable stage. Subclasses set `name`, `metric_names` and (for `average`)
+    `global_batch_size`, and implement
     `build` (called in the strategy scope), `checkpoint_items`, and `replica_step` (or
     `distributed_step`, for control flow around several replica steps)."""
 
@@ -48,6 +49,12 @@ class Stage(abc.ABC):
         that override distributed_step need not define it."""
         raise TypeError(f"stage {self.name!r} defines neither replica_step nor "
                         "distributed_step")
+
+    def average(self, per_example):
+        """Per-example losses [B] of this replica -> their sum over the global batch
+        (`self.global_batch_size`), so the SUM over replicas is the global mean."""
+        return tf.nn.compute_average_loss(per_example,
+                                          global_batch_size=self.global_batch_size)
 
     def before_step(self, step):
         """Cross-replica hook before each step (schedules that set variables)."""
