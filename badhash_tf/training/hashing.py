@@ -113,12 +113,11 @@ def train_hashing_model(train_split, data_config, config, train_config, model_di
 def encode(model, dataset):
     """Binary codes of an ordered batched dataset of (images, labels) -> (codes int8 [N, K]
     of +-1, labels [N, C])."""
-    outputs, labels = [], []
-    for images, batch_labels in dataset:  # one pass: images and labels read together
-        outputs.append(model.predict_on_batch(images))
-        labels.append(batch_labels.numpy())
-    u = np.concatenate(outputs)
-    return np.where(u >= 0, 1, -1).astype(np.int8), np.concatenate(labels)
+    # model.predict, which distributes correctly; a one-pass predict_on_batch loop returns
+    # each row once per replica under Mirrored/MultiWorker strategies (scale-out tests).
+    u = model.predict(dataset.map(lambda images, labels: images), verbose=0)
+    labels = np.concatenate([y.numpy() for _, y in dataset])
+    return np.where(u >= 0, 1, -1).astype(np.int8), labels
 
 
 def retrieval_metrics(query, database, top_k, precision_k):
