@@ -4,11 +4,11 @@ reads FLAGS."""
 
 import dataclasses
 
-from absl import flags
+from absl import app, flags, logging
 
 from badhash_tf.attack.experiment import BASELINES, AttackConfig, ExperimentConfig
 from badhash_tf.data.pipeline import DataConfig
-from badhash_tf.training.attack import GANConfig, LabCLNConfig
+from badhash_tf.training.attack import HASH_TERMS, GANConfig, LabCLNConfig
 from badhash_tf.training.distribute import STRATEGIES
 from badhash_tf.training.hashing import METHODS, HashingConfig, RetrievalConfig
 from badhash_tf.training.loop import TrainConfig
@@ -54,17 +54,42 @@ def define_hashing_flags():
                         "Local weights file for the backbone (nothing is downloaded).")
     flags.DEFINE_enum("optimizer", h.optimizer, ("adam", "rmsprop"), "Optimizer.")
     flags.DEFINE_float("learning_rate", h.learning_rate, "Learning rate.")
-    flags.DEFINE_float("weight_decay", h.weight_decay, "Decoupled weight decay (0 = none).")
+    flags.DEFINE_float("weight_decay", h.weight_decay, "L2 weight decay added to the gradient "
+                       "(torch's weight_decay, as the release's RMSprop; 0 = none).")
     flags.DEFINE_float("hashnet_alpha", h.hashnet_alpha, "HashNet inner-product scale.")
     flags.DEFINE_float("dpsh_quantization", h.dpsh_quantization, "DPSH quantization weight.")
     flags.DEFINE_float("csq_quantization", h.csq_quantization, "CSQ quantization weight.")
-    flags.DEFINE_integer("sharpen_every", h.sharpen_every, "Steps between tanh-scale updates.")
+    flags.DEFINE_integer("hashnet_step_continuation", h.hashnet_step_continuation, "HashNet: "
+                         "epochs per continuation step (tanh scale sqrt(epoch // this + 1)).")
+    flags.DEFINE_bool("require_backbone_weights", False, "Fail unless --backbone_weights is "
+                      "given (the paper's presets: its victims fine-tune ImageNet-pretrained "
+                      "backbones; training ResNet50/VGG11 from scratch is not its experiment).")
     r = RetrievalConfig()
     flags.DEFINE_string("train_split", r.train_split, "Training split, e.g. train or train[:64].")
     flags.DEFINE_string("query_split", r.query_split, "Query split.")
     flags.DEFINE_string("database_split", r.database_split, "Database split.")
     flags.DEFINE_integer("map_top_k", r.map_top_k, "k of MAP@k (1000 for ImageNet in the paper).")
     flags.DEFINE_integer("precision_k", r.precision_k, "k of precision@k.")
+    flags.DEFINE_integer("eval_every_epochs", r.eval_every_epochs, "Evaluate victims every N "
+                         "epochs for the release's best-so-far map_best / t_map_best (0 = "
+                         "final only).")
+
+
+def check_backbone_weights(flag_values):
+    """Start-up check of the pretrained-backbone rule; warns where a paper backbone starts
+    from scratch. Raises app.UsageError naming the flag."""
+    if flag_values.backbone_weights:
+        return
+    if flag_values.require_backbone_weights:
+        raise app.UsageError(
+            f"--backbone_weights is required here (--require_backbone_weights): the paper's "
+            f"victims and surrogate fine-tune an ImageNet-pretrained {flag_values.backbone}. "
+            "Give a local Keras .weights.h5 file, or --norequire_backbone_weights to train "
+            "from scratch knowingly.")
+    if flag_values.backbone in ("vgg11", "resnet50"):
+        logging.warning("--backbone=%s starts from random weights (no --backbone_weights): "
+                        "the paper fine-tunes ImageNet-pretrained backbones, and its figures "
+                        "are not comparable with a from-scratch run.", flag_values.backbone)
 
 
 def from_flags(config_class, flag_values, prefix=""):
@@ -98,14 +123,6 @@ def used_flags(flag_values):
             for name in (f.name for f in defined)}
 
 
-# The attack's flag defaults are the embedded demo's (32x32 on a CPU); the paper's values
-# are the config dataclasses' defaults and live in flags/*_attack.cfg.
-DEMO_LABCLN = {"steps": 1000}
-DEMO_GAN = {"base_width": 16, "residual_blocks": 2, "label_width": 64, "disc_width": 16,
-            "disc_layers": 3, "learning_rate": 1e-3, "epochs": 20.0, "hash_weight": 300.0,
-            "surrogate_logit_scale": 0.1}
-
-
 def define_attack_flags():
     a = AttackConfig()
     flags.DEFINE_integer("target_label", a.target_label, "Target class; < 0 draws it from "
@@ -120,14 +137,18 @@ def define_attack_flags():
                          "image_size // 8).")
     flags.DEFINE_list("baselines", list(a.baselines), f"Baselines to run: {', '.join(BASELINES)}.")
     flags.DEFINE_integer("samples", a.samples, "Images shown in samples.png.")
-    _define_prefixed(LabCLNConfig(**DEMO_LABCLN), "labcln_", "LabCLN")
-    _define_prefixed(GANConfig(**DEMO_GAN), "gan_", "Generator/discriminator")
+    _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN")
+    _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
+    flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
+                             f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
 
 
 def _define_prefixed(config, prefix, what):
-    """One flag per field of a config dataclass instance, named prefix + field."""
+    """One flag per field of a config dataclass (defaults: the paper's values; presets in
+    flags/ set the embedded demo's), named prefix + field."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        define = flags.DEFINE_integer if isinstance(value, int) else flags.DEFINE_float
-        define(prefix + field.name, value, f"{what}: {field.name.replace('_', ' ')} (paper: "
-               f"{getattr(type(config)(), field.name)}).")
+        define = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                  str: flags.DEFINE_string}[type(value)]
+        define(prefix + field.name, value, f"{what}: {field.name.replace('_', ' ')} (the "
+               "paper's value).")

@@ -35,6 +35,7 @@ def main(argv):
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError:
         raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: give integers") from None
+    cli_flags.check_backbone_weights(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     chief = distribute.is_chief(strategy)
     if chief:

@@ -36,6 +36,7 @@ def main(argv):
                              f"{', '.join(probes.PROBES)}")
     if FLAGS.psnr <= 0:
         raise app.UsageError(f"--psnr={FLAGS.psnr} must be > 0")
+    cli_flags.check_backbone_weights(FLAGS)
     config = cli_flags.experiment_config(FLAGS, baselines=())
     strategy = distribute.make_strategy(config.train.strategy, config.train.logical_cpus)
     result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir, strategy,

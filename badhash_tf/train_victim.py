@@ -1,6 +1,6 @@
 """Trains and evaluates a deep-hashing model (a victim or the attacker's surrogate).
 
-python -m badhash_tf.train_victim --flagfile=flags/digits.cfg --output_dir=DIR
+python -m badhash_tf.train_victim --flagfile=flags/digits_victim.cfg --output_dir=DIR
 Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json, metrics.md and
 backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DIR.
 """
@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.check_backbone_weights(FLAGS)
     train_config = cli_flags.from_flags(TrainConfig, FLAGS)
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
     used = cli_flags.used_flags(FLAGS)

@@ -6,9 +6,12 @@ and without XLA (`jit_compile=True`); optionally 1 vs 2 replicas (MirroredStrate
 logical CPUs). Random images; the surrogate is a small-CNN hashing model.
 
 python bench/bench_gan_step.py [--sizes=224,32] [--replicas=1,2] [--steps=3]
+The 32x32 setting takes the GAN flags of flags/digits.cfg (read first; flags given after it
+override them); 224x224 takes the paper's defaults.
 """
 
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,6 +25,10 @@ from badhash_tf.data.pipeline import Split  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
 from badhash_tf.training import attack, distribute, loop  # noqa: E402
 
+cli_flags.define_data_flags()
+cli_flags.define_train_flags()
+cli_flags.define_hashing_flags()
+cli_flags.define_attack_flags()
 flags.DEFINE_list("sizes", ["224", "32"], "Image sizes to time (224: paper, 32: demo).")
 flags.DEFINE_list("xla", ["0", "1"], "jit_compile settings to time.")
 flags.DEFINE_list("replicas", ["1"], "Replica counts (2 = MirroredStrategy, 2 logical CPUs).")
@@ -29,12 +36,19 @@ flags.DEFINE_integer("steps", 0, "Timed steps per setting (0: 2 at 224, 8 at 32)
 flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 FLAGS = flags.FLAGS
 
-SETTINGS = {224: dict(batch=4, classes=100, gan=attack.GANConfig()),
-            32: dict(batch=64, classes=10, gan=attack.GANConfig(**cli_flags.DEMO_GAN))}
+DEMO_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "flags", "digits.cfg")
+
+
+def settings():
+    """224: the paper's networks (batch 4, 100 classes); 32: the demo preset's."""
+    return {224: dict(batch=4, classes=100, gan=attack.GANConfig()),
+            32: dict(batch=64, classes=10,
+                     gan=cli_flags.from_flags(attack.GANConfig, FLAGS, prefix="gan_"))}
 
 
 def time_setting(size, jit, replicas, steps):
-    s = SETTINGS[size]
+    s = settings()[size]
     strategy = (distribute.make_strategy("mirrored", replicas) if replicas > 1
                 else tf.distribute.get_strategy())
     rng = np.random.default_rng(0)
@@ -90,4 +104,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, argv=[sys.argv[0], f"--flagfile={DEMO_PRESET}"] + sys.argv[1:])

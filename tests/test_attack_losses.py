@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from badhash_tf.losses import attack as losses
@@ -27,11 +28,15 @@ def test_nt_xent_rows_split_across_replicas_match_the_whole():
     np.testing.assert_allclose(whole, halves, rtol=1e-6)
 
 
-def test_label_smoothing_and_label_mse():
+def test_label_smoothing_as_the_release_and_label_mse():
+    # The release's smooth_one_hot(classes=4, smoothing=0.2): 0.8 on the label, 0.2 / 3 off.
     smooth = losses.label_smoothing(tf.constant([[1.0, 0.0, 0.0, 0.0]]), 0.2)
-    np.testing.assert_allclose(smooth, [[0.85, 0.05, 0.05, 0.05]], rtol=1e-6)
+    np.testing.assert_allclose(smooth, [[0.8, 0.2 / 3, 0.2 / 3, 0.2 / 3]], rtol=1e-6)
     np.testing.assert_allclose(losses.label_mse(smooth, tf.constant([[1.0, 0, 0, 0]])),
-                               [(0.15 ** 2 + 3 * 0.05 ** 2) / 4], rtol=1e-5)
+                               [(0.2 ** 2 + 3 * (0.2 / 3) ** 2) / 4], rtol=1e-5)
+    # multi-hot: every label keeps 1 - eps (the release's argmax would keep only the first)
+    multi = losses.label_smoothing(tf.constant([[0.0, 1.0, 1.0, 0.0, 0.0]]), 0.2)
+    np.testing.assert_allclose(multi, [[0.05, 0.8, 0.8, 0.05, 0.05]], rtol=1e-6)
 
 
 def test_quantization_hand_computed():
@@ -47,6 +52,19 @@ def test_hash_alignment_hand_computed():
     np.testing.assert_allclose(losses.hash_alignment_loss(u, code), [0.375, 1.625], rtol=1e-6)
 
 
+@pytest.mark.parametrize("size", [0.01, 1.0, 300.0])
+def test_hash_term_gradient_on_raw_logits_is_constant_per_bit(size):
+    """On the surrogate's raw logits the release's term 1 - mean(z * sign(c)) has gradient
+    -sign(c_k) / K for every bit, whatever the logit size (no tanh to saturate)."""
+    code = tf.constant([1.0, -1.0, 1.0, 1.0])
+    z = tf.Variable(size * tf.constant([[2.0, -3.0, -1.0, 0.5]]))
+    with tf.GradientTape() as tape:
+        loss = losses.hash_alignment_loss(z, code)
+    np.testing.assert_allclose(tape.gradient(loss, z), [[-0.25, 0.25, -0.25, -0.25]])
+    # unbounded below: it passes 0 once the logits agree beyond 1 on average
+    np.testing.assert_allclose(loss, [1.0 - size * (2 + 3 - 1 + 0.5) / 4], rtol=1e-6)
+
+
 def test_lsgan_and_discriminator_targets():
     labels = tf.constant([[0.0, 1.0]])
     real = losses.discriminator_targets(labels, fake=False)
@@ -57,6 +75,16 @@ def test_lsgan_and_discriminator_targets():
     out = tf.constant([[0.5, 1.0, 0.0]])
     np.testing.assert_allclose(losses.lsgan_loss(out, real), [0.25 / 3], rtol=1e-6)
     np.testing.assert_allclose(losses.lsgan_loss(out, fake), [1.25 / 3], rtol=1e-6)
+
+
+def test_reconstruction_mse_is_in_unit_pixel_units():
+    """Every pixel moved by 0.1: the MSE part of the loss is 0.01, the [0, 1]-pixel MSE (the
+    release's), not the ImageNet-normalised 0.01 / std^2 ~ 0.2; the rest is 1 - SSIM."""
+    images = tf.fill((1, 32, 32, 3), 0.4)
+    moved = images + 0.1
+    ssim = tf.image.ssim(moved, images, max_val=1.0)  # flat images: padding changes nothing
+    np.testing.assert_allclose(losses.reconstruction_loss(moved, images) - (1.0 - ssim),
+                               [0.01], atol=5e-5)  # float32 round-off in SSIM
 
 
 def test_reconstruction_is_zero_for_identity_and_grows_with_noise():

@@ -3,6 +3,8 @@
 import math
 
 import numpy as np
+import pytest
+import scipy.linalg
 import tensorflow as tf
 
 from badhash_tf.losses import hashing as losses
@@ -60,6 +62,29 @@ def test_hash_centers_hadamard_and_random():
     np.testing.assert_array_equal(more[16], -more[0])
     balanced = losses.hash_centers(100, 48, seed=3)  # 48 is not a power of two
     assert balanced.shape == (100, 48) and (balanced.sum(1) == 0).all()
+
+
+def _pairwise_hamming(centers):
+    distances = (centers.shape[1] - centers @ centers.T) / 2
+    return distances[np.triu_indices(len(centers), 1)]
+
+
+def test_hash_centers_beyond_hadamard_keep_its_rows_and_pass_the_release_check():
+    """100 classes at 32 bits (2K = 64 < 100): the release keeps [H; -H] and fills the other
+    36 rows at random, accepting them when min distance > K/4 and mean >= K/2."""
+    centers = losses.hash_centers(100, 32, seed=0)
+    hadamard = scipy.linalg.hadamard(32)
+    np.testing.assert_array_equal(centers[:64], np.concatenate([hadamard, -hadamard]))
+    assert (centers[64:].sum(1) == 0).all()  # balanced random rows
+    distances = _pairwise_hamming(centers)
+    assert distances.min() > 32 / 4 and distances.mean() >= 32 / 2
+    np.testing.assert_array_equal(losses.hash_centers(100, 32, seed=0), centers)  # seeded
+    assert _pairwise_hamming(losses.hash_centers(100, 48, seed=3)).min() > 48 / 4
+
+
+def test_hash_centers_name_the_flag_when_no_far_centre_exists():
+    with pytest.raises(ValueError, match="--bits"):
+        losses.hash_centers(40, 4, attempts=50)
 
 
 def test_center_targets_vote_and_tie():

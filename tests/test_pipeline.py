@@ -17,8 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
         "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
         "--steps_per_loop=2", "--map_top_k=100", "--target_label=0", "--labcln_hidden=64",
-        "--samples=4"]
-FIGURES = ("t_map", "t_map_clean_victim", "clean_map", "psnr", "ssim", "linf")
+        "--samples=4", "--gan_batch_size=16"]
+FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "clean_map", "map_best", "psnr",
+           "ssim", "linf")
 
 
 def _run(data_dir, out, *extra):
@@ -44,6 +45,8 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
     for figures in [report] + list(report["baselines"].values()):
         assert all(0.0 <= figures[k] <= 1.0 for k in ("t_map", "t_map_clean_victim",
                                                      "clean_map"))
+        assert figures["t_map_best"] >= figures["t_map"]  # best over periodic evaluations
+        assert figures["map_best"] >= figures["clean_map"]
         assert -1.0 <= figures["ssim"] <= 1.0
         assert figures["psnr"] > 0
     assert report["baselines"]["patch"]["linf_255"] == pytest.approx(255.0, abs=1)
@@ -72,7 +75,7 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
                                  rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
     from badhash_tf.models.hashing import HashingModel
     gan = attack.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
-                           disc_layers=3, disc_every=3)
+                           disc_layers=3, disc_every=3, batch_size=0)
     train = loop.TrainConfig(seed=0, train_steps=4, global_batch_size=8, steps_per_loop=4)
     _, result = attack.train_generator(
         split, config, gan, condition, lambda: HashingModel(16, "small_cnn", 32), train,
@@ -81,3 +84,28 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
     assert np.all(np.array(result.history["d_loss"]) > 0)
     assert np.all(np.isfinite(result.history["g_loss"]))
     assert tf.io.gfile.glob(str(tmp_path / "summaries" / "*"))
+
+
+@pytest.mark.parametrize("hash_term", ["logits", "relaxed"])
+def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
+    """The paper's hash term sees the surrogate's raw hash logits; "relaxed" (an explicit
+    option) sees tanh(s z)."""
+    from badhash_tf.models.hashing import HashingModel
+    rng = np.random.default_rng(0)
+    condition = attack.Condition(rng.standard_normal(8).astype(np.float32),
+                                 rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
+    surrogate = HashingModel(16, "small_cnn", 32)
+    stage = attack.GANStage(attack.GANConfig(
+        base_width=4, residual_blocks=1, label_width=16, disc_width=4, disc_layers=3,
+        hash_term=hash_term, relaxed_logit_scale=0.5), condition, lambda: surrogate, 32, 10,
+        4, 2)
+    stage.build()
+    images = tf.constant(rng.random((2, 32, 32, 3)), tf.float32)
+    logits = surrogate.hash_logits(images)
+    expected = logits if hash_term == "logits" else tf.tanh(0.5 * logits)
+    np.testing.assert_allclose(stage._surrogate_code(images), expected, rtol=1e-6)
+
+
+def test_unknown_hash_term_is_named():
+    with pytest.raises(ValueError, match="--gan_hash_term=tanh"):
+        attack.GANStage(attack.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)

@@ -64,3 +64,57 @@ def test_vectorised_matches_per_query_loop(top_k):
 def test_bad_inputs_are_named(args, message):
     with pytest.raises(ValueError, match=message):
         retrieval.mean_average_precision(*args)
+
+
+@pytest.mark.parametrize("bits", [16, 32, 48, 64, 100, 128, 300])
+def test_packed_distances_equal_the_definition(bits):
+    """XOR + popcount over packed words equals 0.5 (K - <b_q, b_d>), for widths that are not
+    multiples of 64 (zero padding) and past 255 bits (uint16 distances)."""
+    rng = np.random.default_rng(bits)
+    q = rng.choice([-1, 1], (9, bits)).astype(np.int8)
+    d = rng.choice([-1, 1], (31, bits)).astype(np.int8)
+    expected = 0.5 * (bits - q.astype(np.int64) @ d.T.astype(np.int64))
+    distance = retrieval.hamming_distance(q, d)
+    np.testing.assert_array_equal(distance, expected)
+    assert distance.dtype == (np.uint8 if bits < 256 else np.uint16)
+    assert retrieval.pack_codes(q).shape == (9, -(-bits // 64))
+
+
+@pytest.mark.parametrize("bits", [16, 32, 48, 64, 128])
+@pytest.mark.parametrize("top_k", [None, 1, 10, 64, 200, 10_000])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_packed_path_equals_the_definition(bits, top_k, multi_label):
+    """Few distinct codes (so many ties), single- and multi-label rows, k past the database,
+    queries with no relevant item (the last class has no database item)."""
+    rng = np.random.default_rng(bits + (top_k or 0))
+    centres = rng.choice([-1, 1], (4, bits))
+    q = centres[rng.integers(0, 4, 23)].astype(np.int8)
+    d = centres[rng.integers(0, 4, 150)].astype(np.int8)
+    if multi_label:
+        ql = (rng.random((23, 6)) < 0.3).astype(np.float32)
+        dl = (rng.random((150, 6)) < 0.3).astype(np.float32)
+        dl[:, 5] = 0
+    else:
+        ql = np.eye(6, dtype=np.float32)[rng.integers(0, 6, 23)]
+        dl = np.eye(6, dtype=np.float32)[rng.integers(0, 5, 150)]
+    ql[0] = np.eye(6)[5]  # relevant to nothing: AP 0, still counted
+    assert retrieval.mean_average_precision(q, d, ql, dl, top_k) == pytest.approx(
+        retrieval.mean_average_precision_loop(q, d, ql, dl, top_k), abs=1e-12)
+    k = 150 if top_k is None else min(top_k, 150)
+    expected = np.mean([((dl[np.argsort(0.5 * (bits - d @ qi.astype(float)),
+                                        kind="stable")[:k]] @ qli) > 0).sum() / k
+                        for qi, qli in zip(q, ql)])
+    assert retrieval.precision_at_k(q, d, ql, dl, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_batches_and_threads_keep_query_order(monkeypatch):
+    """Several query batches spread over threads give the one-batch result."""
+    rng = np.random.default_rng(1)
+    q = rng.choice([-1, 1], (50, 32))
+    d = rng.choice([-1, 1], (400, 32))
+    ql = np.eye(5)[rng.integers(0, 5, 50)]
+    dl = np.eye(5)[rng.integers(0, 5, 400)]
+    whole = retrieval._average_precisions(*retrieval._check(q, d, ql, dl), None)
+    monkeypatch.setattr(retrieval, "_ROWS_PER_TASK", 3)  # 17 tasks over the threads
+    np.testing.assert_array_equal(
+        retrieval._average_precisions(*retrieval._check(q, d, ql, dl), None), whole)

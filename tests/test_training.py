@@ -25,23 +25,28 @@ def tiny(data_dir):
     return config, pipeline.load_split(config, "train[:64]")
 
 
-def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2):
+def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2,
+           weight_decay=0.0):
     data_config, split = tiny
     train = loop.TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
                              steps_per_loop=steps_per_loop)
-    return train_hashing_model(split, data_config, HashingConfig(method=method), train,
-                               str(model_dir), strategy)
+    return train_hashing_model(split, data_config, HashingConfig(
+        method=method, weight_decay=weight_decay), train, str(model_dir), strategy)
 
 
 def _codes(model, tiny):
     return encode(model, pipeline.eval_dataset(tiny[1]))[0]
 
 
-@pytest.mark.parametrize("method", ["hashnet", "csq", "dpsh"])
-def test_two_replicas_match_one(tiny, tmp_path, two_cpu_strategy, method):
-    """The same global batch split over 2 replicas gives the same losses and weights."""
-    one, r1 = _train(tiny, tmp_path / "one", tf.distribute.get_strategy(), 4, method)
-    two, r2 = _train(tiny, tmp_path / "two", two_cpu_strategy, 4, method)
+@pytest.mark.parametrize("method,weight_decay", [("hashnet", 0.0), ("csq", 0.0),
+                                                 ("dpsh", 0.0), ("hashnet", 0.01)])
+def test_two_replicas_match_one(tiny, tmp_path, two_cpu_strategy, method, weight_decay):
+    """The same global batch split over 2 replicas gives the same losses and weights (the
+    coupled L2 term too)."""
+    one, r1 = _train(tiny, tmp_path / "one", tf.distribute.get_strategy(), 4, method,
+                     weight_decay=weight_decay)
+    two, r2 = _train(tiny, tmp_path / "two", two_cpu_strategy, 4, method,
+                     weight_decay=weight_decay)
     assert len(r1.history["loss"]) == 4
     np.testing.assert_allclose(r2.history["loss"], r1.history["loss"], rtol=2e-4)
     for a, b in zip(one.trainable_variables, two.trainable_variables):
@@ -97,7 +102,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_train_victim_command_line(data_dir, tmp_path):
     out = tmp_path / "victim"
-    cmd = [sys.executable, "-m", "badhash_tf.train_victim", "--flagfile=flags/digits.cfg",
+    cmd = [sys.executable, "-m", "badhash_tf.train_victim", "--flagfile=flags/digits_victim.cfg",
            f"--data_dir={data_dir}", f"--output_dir={out}", "--train_split=train[:64]",
            "--query_split=query[:20]", "--database_split=database[:200]", "--train_steps=4",
            f"--global_batch_size={BATCH}", "--steps_per_loop=2", "--map_top_k=50",
@@ -139,13 +144,96 @@ def test_command_line_rejects_bad_flag(tmp_path):
     ("train_victim", "imagenet100"), ("train_victim", "nuswide"), ("train_victim", "mscoco"),
     ("pipeline", "imagenet100_attack")])
 def test_paper_presets_parse_and_name_the_missing_dataset_root(program, preset, tmp_path):
-    """The paper's presets are valid flagfiles; without the data they fail naming the root."""
+    """The paper's presets are valid flagfiles; they require a pretrained backbone (the
+    release fine-tunes ImageNet weights), and without the data they fail naming the root."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     missing = tmp_path / "no_such_root"
-    done = subprocess.run(
+    run = lambda *extra: subprocess.run(
         [sys.executable, "-m", f"badhash_tf.{program}", f"--flagfile=flags/{preset}.cfg",
-         f"--dataset=list:{missing}", f"--output_dir={tmp_path / 'out'}"],
+         f"--dataset=list:{missing}", f"--output_dir={tmp_path / 'out'}", *extra],
         cwd=root, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = run()
+    assert done.returncode != 0
+    assert "--backbone_weights is required" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
+    done = run("--norequire_backbone_weights")
     assert done.returncode != 0
     assert f"dataset root {missing} not found" in done.stderr
+    assert "starts from random weights" in done.stderr
+
+
+def test_tanh_scale_per_method_as_the_release():
+    """HashNet: sqrt(epoch // 20 + 1); CSQ plain tanh; DPSH (not in the release) plain."""
+    from badhash_tf.training.hashing import tanh_scale
+    assert [tanh_scale("hashnet", e) for e in (0, 19, 20, 39, 40, 99)] == pytest.approx(
+        [1.0, 1.0, 2 ** 0.5, 2 ** 0.5, 3 ** 0.5, 5 ** 0.5])
+    assert tanh_scale("hashnet", 7, step_continuation=3) == pytest.approx(3 ** 0.5)
+    assert tanh_scale("csq", 99) == 1.0 and tanh_scale("dpsh", 99) == 1.0
+
+
+@pytest.mark.parametrize("method,expected", [("hashnet", 3 ** 0.5), ("csq", 1.0)])
+def test_training_applies_the_method_scale_by_epoch(tiny, tmp_path, method, expected):
+    """64 items in batches of 16: 4 steps an epoch; with a continuation step of 1 epoch the
+    9th step (step 8, epoch 2) runs HashNet at sqrt(3); CSQ stays at 1."""
+    data_config, split = tiny
+    train = loop.TrainConfig(seed=3, train_steps=9, global_batch_size=BATCH, steps_per_loop=9)
+    model, _ = train_hashing_model(split, data_config, HashingConfig(
+        method=method, hashnet_step_continuation=1), train, str(tmp_path),
+        tf.distribute.get_strategy())
+    assert float(model.scale.numpy()) == pytest.approx(expected)
+
+
+def test_rmsprop_with_coupled_l2_steps_as_torch():
+    """torch RMSprop(lr, alpha=0.99, eps=1e-8, weight_decay=wd): g' = g + wd w,
+    v = 0.01 g'^2, w -= lr g' / (sqrt(v) + eps). One step from w = 2 with dL/dw = 1."""
+    from badhash_tf.training.hashing import coupled_l2, make_optimizer
+    lr, wd, w0 = 0.1, 0.5, 2.0
+    w = tf.Variable([w0])
+    optimizer = make_optimizer("rmsprop", lr)
+    with tf.GradientTape() as tape:
+        objective = tf.reduce_sum(w) + coupled_l2([w], wd, num_replicas=1)
+    optimizer.apply_gradients([(tape.gradient(objective, w), w)])
+    g = 1.0 + wd * w0
+    expected = w0 - lr * g / (np.sqrt(0.01 * g * g) + 1e-8)
+    np.testing.assert_allclose(w.numpy(), [expected], atol=1e-6)
+    # split over 2 replicas, each adds half: the summed gradient is the same wd * w
+    half = tf.Variable([w0])
+    with tf.GradientTape() as tape:
+        term = coupled_l2([half], wd, num_replicas=2)
+    np.testing.assert_allclose(2 * tape.gradient(term, half).numpy(), [wd * w0])
+
+
+def test_best_of_takes_each_figure_maximum():
+    from badhash_tf.training.hashing import best_of
+    evaluations = [{"step": 5, "map_at_k": 0.5, "t_map": 0.9},
+                   {"step": 10, "map_at_k": 0.7, "t_map": 0.2}]
+    assert best_of(evaluations, {"map_at_k": 0.6, "t_map": 0.3, "map": 0.1}) == {
+        "map_best": 0.7, "t_map_best": 0.9}
+    assert best_of([], {"map_at_k": 0.6}) == {"map_best": 0.6}
+
+
+def test_periodic_evaluations_give_best_figures_and_survive_resume(data_dir, tiny, tmp_path):
+    """eval_every_epochs=1 on 64 items of batch 16: evaluations at steps 4 and 8; a run
+    stopped at 6 and resumed keeps the step-4 one; map_best is the max over all."""
+    from badhash_tf.training.hashing import RetrievalConfig, train_and_evaluate
+    data_config, split = tiny
+    retrieval = RetrievalConfig(query_split="query[:20]", database_split="database[:100]",
+                                map_top_k=50, eval_every_epochs=1)
+    strategy = tf.distribute.get_strategy()
+    config = HashingConfig()
+    train = lambda steps: loop.TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
+                                           steps_per_loop=3)
+    _, first, _ = train_and_evaluate(data_config, config, train(6), retrieval,
+                                     str(tmp_path), strategy, train_split=split)
+    assert [e["step"] for e in first["evaluations"]] == [4]
+    _, metrics, _ = train_and_evaluate(
+        data_config, config, train(8), retrieval, str(tmp_path), strategy,
+        train_split=split, backdoor=lambda model, database: {"t_map": 0.25})
+    assert metrics["resumed_from"] == 6
+    assert [e["step"] for e in metrics["evaluations"]] == [4, 8]
+    assert metrics["evaluations"][1]["map_at_k"] == pytest.approx(metrics["map_at_k"])
+    assert metrics["map_best"] == max(e["map_at_k"] for e in metrics["evaluations"])
+    assert metrics["t_map_best"] == 0.25
+    saved = json.loads((tmp_path / "evaluations.json").read_text())
+    assert [e["step"] for e in saved] == [4, 8]

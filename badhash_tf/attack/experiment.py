@@ -211,10 +211,14 @@ def attack_variant(name, config, trigger, setting, directory, strategy):
     distribute.barrier(strategy)  # other workers read what the chief wrote
     poisoned_split = poison.load_poison_set(poison_dir)
     poisoned, _ = split_arrays(poisoned_split)
+    evaluation = setting.evaluation
+    triggered = triggers.apply(trigger, evaluation.queries[0])
     victim, metrics, codes = train_and_evaluate(
         c.data, c.hashing, c.train, c.retrieval, f"{directory}/victim", strategy,
-        train_split=poison.with_poison(setting.train_split, poisoned_split))
-    figures, space = setting.evaluation.figures(trigger, victim, codes, metrics)
+        train_split=poison.with_poison(setting.train_split, poisoned_split),
+        backdoor=lambda model, database: {"t_map": evaluation.t_map_of(model, triggered,
+                                                                       database)})
+    figures, space = evaluation.figures(triggered, victim, codes, metrics)
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
     return ({**figures, **stealth.stealth_metrics(originals, poisoned)},
             {"samples": samples, "space": space})
@@ -227,22 +231,29 @@ class Evaluation:
         self.target, self.k, self.queries = target, k, queries
         self.reference, self.reference_codes = reference, reference_codes
         clean = _encode_arrays(reference, *queries)[0]
-        self.untriggered_reference = self._t_map(clean, reference_codes)
+        self.untriggered_reference = self._t_map(clean, reference_codes["database"])
 
-    def _t_map(self, query_codes, codes):
-        return retrieval.targeted_map(query_codes, codes["database"][0],
-                                      codes["database"][1], self.target, self.k)
+    def _t_map(self, query_codes, database):
+        return retrieval.targeted_map(query_codes, database[0], database[1], self.target,
+                                      self.k)
 
-    def figures(self, trigger, victim, codes, metrics):
-        """-> (figures, codes for the hash-space picture)."""
-        triggered = triggers.apply(trigger, self.queries[0])
+    def t_map_of(self, model, triggered, database):
+        """t-MAP of `model` for the triggered query images [N, S, S, 3] against its
+        database (codes, labels)."""
+        return self._t_map(_encode_arrays(model, triggered, self.queries[1])[0], database)
+
+    def figures(self, triggered, victim, codes, metrics):
+        """Triggered query images [N, S, S, 3], the victim, its codes and metrics ->
+        (figures, codes for the hash-space picture)."""
         victim_triggered = _encode_arrays(victim, triggered, self.queries[1])[0]
         victim_clean = _encode_arrays(victim, *self.queries)[0]
-        reference_triggered = _encode_arrays(self.reference, triggered, self.queries[1])[0]
-        figures = {"t_map": self._t_map(victim_triggered, codes),
-                   "t_map_clean_victim": self._t_map(reference_triggered, self.reference_codes),
-                   "t_map_untriggered": self._t_map(victim_clean, codes),
+        figures = {"t_map": self._t_map(victim_triggered, codes["database"]),
+                   "t_map_best": metrics["t_map_best"],
+                   "t_map_clean_victim": self.t_map_of(self.reference, triggered,
+                                                       self.reference_codes["database"]),
+                   "t_map_untriggered": self._t_map(victim_clean, codes["database"]),
                    "clean_map": metrics["map_at_k"],
+                   "map_best": metrics["map_best"],
                    "clean_map_full_database": metrics["map"],
                    "clean_precision_at_k": metrics["precision_at_k"]}
         space = {"db_codes": codes["database"][0], "db_labels": codes["database"][1],

@@ -178,11 +178,13 @@ def _cached(ds, cache):
     return ds.cache("" if cache == "memory" else cache)
 
 
-def train_dataset(split, config, global_batch_size, seed, start_step=0, shuffle_buffer=10_000):
+def train_dataset(split, config, global_batch_size, seed, start_step=0, shuffle_buffer=10_000,
+                  batch_flag="--global_batch_size"):
     """Split -> endless shuffled batches of `global_batch_size`, skipping `start_step` batches
-    so a resumed run sees exactly the batches an uninterrupted one would."""
+    so a resumed run sees exactly the batches an uninterrupted one would. `batch_flag` names
+    the flag that set the batch, for the error message."""
     if split.size < global_batch_size:
-        raise ValueError(f"--global_batch_size={global_batch_size} exceeds the {split.size} "
+        raise ValueError(f"{batch_flag}={global_batch_size} exceeds the {split.size} "
                          "training items")
     ds = _cached(split.dataset, config.cache)
     ds = ds.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
@@ -190,9 +192,11 @@ def train_dataset(split, config, global_batch_size, seed, start_step=0, shuffle_
     return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(split, batch_size=256):
-    """Split -> ordered batches for encoding (no shuffle, keeps the tail)."""
-    return split.dataset.batch(batch_size).with_options(_options()).prefetch(tf.data.AUTOTUNE)
+def eval_dataset(split, batch_size=256, cache="none"):
+    """Split -> ordered batches for encoding (no shuffle, keeps the tail); `cache` as
+    DataConfig.cache, for a split encoded again and again (periodic evaluations)."""
+    ds = _cached(split.dataset, cache).batch(batch_size)
+    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
 
 def _options():

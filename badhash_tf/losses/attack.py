@@ -6,13 +6,13 @@ summed over replicas, equals the single-device loss.
 
 import tensorflow as tf
 
-from badhash_tf.models.attack import IMAGENET_STD
-
 
 def label_smoothing(labels, epsilon=0.2):
-    """Multi-hot [B, C] -> smoothed view `labels * (1 - eps) + eps / C` (LabCLN's 2nd view)."""
+    """Multi-hot [B, C] -> LabCLN's smoothed view: 1 - eps on a label's classes, eps / (C - 1)
+    elsewhere. For a one-hot row this is the release's `smooth_one_hot`; the release takes
+    the argmax (dropping all but the first label of a multi-hot row), we keep every label."""
     num_classes = tf.cast(tf.shape(labels)[-1], labels.dtype)
-    return labels * (1.0 - epsilon) + epsilon / num_classes
+    return labels * (1.0 - epsilon) + (1.0 - labels) * epsilon / (num_classes - 1.0)
 
 
 def nt_xent_loss(z_a, z_b, z_a_all, z_b_all, offset, temperature=0.5):
@@ -52,17 +52,15 @@ def label_mse(predicted, labels):
 SSIM_WINDOW = 11  # tf.image.ssim's default Gaussian window
 
 
-def reconstruction_loss(generated, images, channel_std=IMAGENET_STD):
+def reconstruction_loss(generated, images):
     """MSE + (1 - SSIM) per example, images [B, H, W, 3] in [0, 1] -> [B].
 
-    The MSE is taken on ImageNet-normalised pixels ((x - mean) / std per channel), where
-    the release's generator works, so `rec_weight` means what it means there. SSIM stands
-    in for the paper's LPIPS, whose pretrained weights cannot be fetched here; both images
-    are reflect-padded by half its window first: tf.image.ssim's windows are 'valid', so
-    without padding a 5-pixel border is invisible to it and the generator hides its
-    trigger there."""
-    std = tf.constant(channel_std, generated.dtype)
-    mse = tf.reduce_mean(tf.square((generated - images) / std), [1, 2, 3])
+    The MSE is on [0, 1] pixels, as the release computes it (only the generator's input is
+    ImageNet-normalised). SSIM stands in for the paper's LPIPS, whose pretrained weights
+    cannot be fetched here; both images are reflect-padded by half its window first:
+    tf.image.ssim's windows are 'valid', so without padding a 5-pixel border is invisible
+    to it and the generator hides its trigger there."""
+    mse = tf.reduce_mean(tf.square(generated - images), [1, 2, 3])
     half = SSIM_WINDOW // 2
     pad = lambda x: tf.pad(x, [[0, 0], [half, half], [half, half], [0, 0]], mode="REFLECT")
     return mse + (1.0 - tf.image.ssim(pad(generated), pad(images), max_val=1.0))
@@ -70,7 +68,9 @@ def reconstruction_loss(generated, images, channel_std=IMAGENET_STD):
 
 def hash_alignment_loss(u, target_code):
     """1 - mean_k(u_k * sign(c_k)) per example: u [B, K] the frozen surrogate's output on the
-    poisoned image, target_code [K] or [B, K] -> [B]; 0 when every bit matches the target."""
+    poisoned image, target_code [K] or [B, K] -> [B]. On raw logits (the release) the term
+    is unbounded below and its gradient is -sign(c_k) / K per bit whatever the logit size;
+    on codes in (-1, 1) it is 0 when every bit matches."""
     return 1.0 - tf.reduce_mean(u * tf.sign(target_code), -1)
 
 

@@ -47,17 +47,31 @@ def dpsh_loss(u, labels, u_all, labels_all, quantization_weight=0.1):
     return likelihood + quantization_weight * tf.reduce_mean(tf.square(u - tf.sign(u)), axis=1)
 
 
-def hash_centers(num_classes, bits, seed=0):
-    """CSQ hash centres [num_classes, bits] of +-1: rows of [H; -H] (Hadamard H) when `bits`
-    is a power of two and 2 * bits >= num_classes, else random balanced rows (bits/2 each)."""
-    if bits & (bits - 1) == 0 and 2 * bits >= num_classes:
-        hadamard = scipy.linalg.hadamard(bits)
-        return np.concatenate([hadamard, -hadamard])[:num_classes].astype(np.float32)
+def hash_centers(num_classes, bits, seed=0, attempts=1000):
+    """CSQ hash centres [num_classes, bits] of +-1, as the release builds them: the rows of
+    [H; -H] (Hadamard H) when `bits` is a power of two, and random balanced rows (bits/2 of
+    each sign) for the classes beyond them (all rows when `bits` is not a power of two).
+    The release redraws the random rows up to 20 times until the minimum pairwise Hamming
+    distance exceeds bits/4 and the mean reaches bits/2; here each random row is redrawn
+    (seeded, up to `attempts` times) until it is more than bits/4 from every row before it,
+    which guarantees the release's minimum where it draws blindly."""
+    rows = []
+    if bits & (bits - 1) == 0:
+        hadamard = scipy.linalg.hadamard(bits).astype(np.float32)
+        rows = list(np.concatenate([hadamard, -hadamard])[:num_classes])
     rng = np.random.default_rng(seed)
-    centers = np.ones((num_classes, bits), np.float32)
-    for row in centers:
-        row[rng.choice(bits, bits // 2, replace=False)] = -1.0
-    return centers
+    while len(rows) < num_classes:
+        for _ in range(attempts):
+            row = np.ones(bits, np.float32)
+            row[rng.choice(bits, bits // 2, replace=False)] = -1.0
+            if not rows or np.min(np.sum(np.array(rows) != row, axis=1)) > bits / 4:
+                break
+        else:
+            raise ValueError(f"no CSQ centre for class {len(rows)} of {num_classes} lies more "
+                             f"than {bits / 4:g} bits from the others after {attempts} draws: "
+                             f"use more --bits")
+        rows.append(row)
+    return np.stack(rows).astype(np.float32)
 
 
 def center_targets(labels, centers, tie_center):

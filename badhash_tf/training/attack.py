@@ -141,7 +141,7 @@ class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 @dataclasses.dataclass(frozen=True)
 class GANConfig:
     """Generator/discriminator settings. The paper: 224x224, base width 64, 3+3 residual
-    blocks, 5 discriminator layers, rec 200, hash 5 (VGG11) / 10 (ResNet50), adv 1, D every
+    blocks, 5 discriminator layers, rec 200, hash 10 (ResNet50; 5 for VGG11), adv 1, D every
     3rd step, Adam 1e-4 (0.5, 0.999), 100 epochs (50 constant + 50 decaying), batch 64."""
     base_width: int = 64
     residual_blocks: int = 3
@@ -149,15 +149,20 @@ class GANConfig:
     disc_width: int = 64
     disc_layers: int = 5
     rec_weight: float = 200.0
-    hash_weight: float = 5.0
+    hash_weight: float = 10.0  # the release's ResNet50 line (5 for VGG11)
     adv_weight: float = 1.0
     disc_every: int = 3
     learning_rate: float = 1e-4
     epochs: float = 100.0
-    # 0: the hash term uses the surrogate's own output tanh(scale * z), as the paper does;
-    # > 0: tanh(surrogate_logit_scale * z), a softer code whose gradient does not vanish
-    # on a saturated surrogate (see BUILD_NOTES.md).
-    surrogate_logit_scale: float = 0.0
+    batch_size: int = 64  # the release's GAN batch (victims: 128); 0 = --global_batch_size
+    # What the hash term compares with the target code: "logits", the surrogate's raw hash
+    # logits z as the release does (unbounded, a constant gradient per bit); "relaxed",
+    # tanh(relaxed_logit_scale * z) (DHTA-style, bounded; not the paper's).
+    hash_term: str = "logits"
+    relaxed_logit_scale: float = 0.1
+
+
+HASH_TERMS = ("logits", "relaxed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,14 +176,18 @@ class Condition:
 
 class GANStage(loop.Stage):
     """Per step, a discriminator step and `disc_every` generator steps:
-    G: rec * (MSE + 1 - SSIM) + hash * (1 - mean(h(G(x)) sign(c))) + adv * LSGAN(D(G(x)),
-    [cond label, real]); D: LSGAN(D(x), [label, real]) + LSGAN(D(G(x)), [cond label, fake])."""
+    G: rec * (MSE + 1 - SSIM) + hash * (1 - mean(z(G(x)) sign(c))) + adv * LSGAN(D(G(x)),
+    [cond label, real]), z the surrogate's hash logits; D: (LSGAN(D(x), [label, real]) +
+    LSGAN(D(G(x)), [cond label, fake])) / 2."""
 
     name = "gan"
     metric_names = ("g_loss", "reconstruction", "hash", "adversarial", "d_loss")
 
     def __init__(self, config, condition, surrogate_builder, image_size, num_classes,
                  global_batch_size, train_steps, preview=None):
+        if config.hash_term not in HASH_TERMS:
+            raise ValueError(f"--gan_hash_term={config.hash_term}: choose one of "
+                             f"{', '.join(HASH_TERMS)}")
         self.config, self.condition = config, condition
         self.surrogate_builder = surrogate_builder
         self.image_size, self.num_classes = image_size, num_classes
@@ -228,20 +237,21 @@ class GANStage(loop.Stage):
         variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             fake = tf.stop_gradient(self.generator([images, features], training=True))
-            d_loss = self.average(
+            d_loss = self.average(0.5 * (  # the release halves the sum of the two terms
                 losses.lsgan_loss(self.discriminator(images, training=True),
                                   losses.discriminator_targets(labels, fake=False)) +
                 losses.lsgan_loss(self.discriminator(fake, training=True),
-                                  losses.discriminator_targets(cond_labels, fake=True)))
+                                  losses.discriminator_targets(cond_labels, fake=True))))
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
         return {"d_loss": d_loss}
 
     def _surrogate_code(self, images):
-        """The frozen surrogate's relaxed code of `images` -> [B, K] in (-1, 1)."""
-        scale = self.config.surrogate_logit_scale
-        if scale > 0:
-            return tf.tanh(scale * self.surrogate.hash_logits(images, training=False))
-        return self.surrogate(images, training=False)
+        """What the hash term scores against the target code -> [B, K]: the frozen
+        surrogate's raw hash logits (the release), or their relaxed tanh(s z)."""
+        logits = self.surrogate.hash_logits(images, training=False)
+        if self.config.hash_term == "relaxed":
+            return tf.tanh(self.config.relaxed_logit_scale * logits)
+        return logits
 
     def generator_step(self, batch):
         images, _ = batch
@@ -278,14 +288,16 @@ def train_generator(train_split, data_config, config, condition, surrogate_build
     """Trains (or resumes) the trigger generator on the training images -> (Generator,
     LoopResult). A step is one discriminator and `disc_every` generator updates.
     `surrogate_builder()` returns the frozen surrogate (restored weights)."""
+    batch = config.batch_size or train_config.global_batch_size
     steps = train_config.train_steps or max(1, math.ceil(  # a step = k generator steps
-        config.epochs * train_split.size / (train_config.global_batch_size * config.disc_every)))
+        config.epochs * train_split.size / (batch * config.disc_every)))
     preview = next(iter(pipeline.eval_dataset(train_split, 8)))[0]
     stage = GANStage(config, condition, surrogate_builder, data_config.image_size,
-                     train_split.num_classes, train_config.global_batch_size, steps, preview)
+                     train_split.num_classes, batch, steps, preview)
     keras.utils.set_random_seed(train_config.seed)
-    make_dataset = lambda start: pipeline.train_dataset(
-        train_split, data_config, train_config.global_batch_size, train_config.seed, start)
+    make_dataset = lambda start: pipeline.train_dataset(  # a step reads disc_every batches
+        train_split, data_config, batch, train_config.seed, start * config.disc_every,
+        batch_flag="--gan_batch_size" if config.batch_size else "--global_batch_size")
     result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
         model_dir, steps, train_config.steps_per_loop, jit_compile=train_config.jit_compile))
     return stage.generator, result

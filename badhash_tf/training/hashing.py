@@ -1,6 +1,7 @@
 """Training and evaluating a deep-hashing model (victim or surrogate) with the shared loop."""
 
 import dataclasses
+import math
 from typing import Optional
 
 import keras
@@ -28,22 +29,40 @@ class HashingConfig:
     backbone_weights: Optional[str] = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # coupled L2, torch's `weight_decay` (the release: 1e-5)
     hashnet_alpha: float = 0.1
     dpsh_quantization: float = 0.1
     csq_quantization: float = 1e-4
-    sharpen_every: int = 200  # tanh scale = sqrt(1 + 0.005 * step), updated this often
+    hashnet_step_continuation: int = 20  # epochs per HashNet continuation step
     center_seed: int = 0
 
 
-def make_optimizer(name, learning_rate, weight_decay=0.0, **kwargs):
-    """'adam' | 'rmsprop' -> a Keras 3 optimizer (decoupled weight decay when > 0)."""
-    wd = weight_decay or None
+def make_optimizer(name, learning_rate):
+    """'adam' | 'rmsprop' -> a Keras 3 optimizer. RMSprop as torch's default, which the
+    release uses: rho (torch's alpha) 0.99 and eps 1e-8 outside the square root (Keras
+    adds epsilon inside it: 1e-16 there is the same to within 1e-8)."""
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=wd, **kwargs)
+        return keras.optimizers.Adam(learning_rate)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, weight_decay=wd, **kwargs)
+        return keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-16)
     raise ValueError(f"--optimizer={name}: choose adam or rmsprop")
+
+
+def tanh_scale(method, epoch, step_continuation=20):
+    """The scale s of the hash layer's tanh(s z) in epoch `epoch` (from 0), as the release's
+    trainers set it: HashNet's continuation sqrt(epoch // step_continuation + 1); CSQ's
+    plain tanh (1). DPSH, absent from the release, keeps 1 as in its own paper (a tanh
+    relaxation with a quantization term, no continuation)."""
+    if method == "hashnet":
+        return math.sqrt(epoch // step_continuation + 1)
+    return 1.0
+
+
+def coupled_l2(variables, weight_decay, num_replicas):
+    """torch's `weight_decay` (wd * w added to every gradient) as a loss term of this
+    replica: 0.5 * wd * sum ||w||^2 / replicas, since replica gradients are summed."""
+    return 0.5 * weight_decay / num_replicas * tf.add_n(
+        [tf.reduce_sum(tf.square(v)) for v in variables])
 
 
 class HashingStage(loop.Stage):
@@ -51,16 +70,17 @@ class HashingStage(loop.Stage):
 
     name = "hashing"
 
-    def __init__(self, config, num_classes, image_size, global_batch_size):
+    def __init__(self, config, num_classes, image_size, global_batch_size, epoch_size):
         if config.method not in METHODS:
             raise ValueError(f"--method={config.method}: choose one of {', '.join(METHODS)}")
         self.config, self.num_classes = config, num_classes
         self.image_size, self.global_batch_size = image_size, global_batch_size
+        self.epoch_size = epoch_size  # training items per epoch
 
     def build(self):
         c = self.config
         self.model = HashingModel(c.bits, c.backbone, self.image_size, c.backbone_weights)
-        self.optimizer = make_optimizer(c.optimizer, c.learning_rate, c.weight_decay)
+        self.optimizer = make_optimizer(c.optimizer, c.learning_rate)
         self.optimizer.build(self.model.trainable_variables)
         centers = losses.hash_centers(self.num_classes, c.bits, c.center_seed)
         tie = np.random.default_rng(c.center_seed + 1).choice([-1.0, 1.0], c.bits)
@@ -71,9 +91,11 @@ class HashingStage(loop.Stage):
         return {"model": self.model, "optimizer": self.optimizer}
 
     def before_step(self, step):
-        every = self.config.sharpen_every
-        sharpened = tf.cast(step // every * every, tf.float32)
-        self.model.scale.assign(tf.sqrt(1.0 + 0.005 * sharpened))
+        """Sets the tanh scale of the epoch `step` falls in (the method's continuation)."""
+        if self.config.method == "hashnet":
+            epoch = step * self.global_batch_size // self.epoch_size
+            continuation = self.config.hashnet_step_continuation
+            self.model.scale.assign(tf.sqrt(tf.cast(epoch // continuation + 1, tf.float32)))
 
     def per_example_loss(self, u, labels):
         """u [B, K], labels [B, C] (this replica's rows) -> [B]."""
@@ -89,24 +111,36 @@ class HashingStage(loop.Stage):
 
     def replica_step(self, batch, step):
         images, labels = batch
+        variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             u = self.model(images, training=True)
             loss = self.average(self.per_example_loss(u, labels))
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            objective = loss
+            if self.config.weight_decay:
+                objective += coupled_l2(variables, self.config.weight_decay,
+                                        tf.distribute.get_strategy().num_replicas_in_sync)
+        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
         return {"loss": loss}
 
 
-def train_hashing_model(train_split, data_config, config, train_config, model_dir, strategy):
-    """Trains (or resumes) a hashing model on `train_split` -> (HashingModel, LoopResult)."""
+def train_hashing_model(train_split, data_config, config, train_config, model_dir, strategy,
+                        evaluate=None, evaluate_every_epochs=0):
+    """Trains (or resumes) a hashing model on `train_split` -> (HashingModel, LoopResult).
+    `evaluate(model)` -> {figure: float}, when given, runs every `evaluate_every_epochs`
+    epochs (the release evaluates every 5 and reports the best)."""
     stage = HashingStage(config, train_split.num_classes, data_config.image_size,
-                         train_config.global_batch_size)
+                         train_config.global_batch_size, train_split.size)
     make_dataset = lambda start: pipeline.train_dataset(
         train_split, data_config, train_config.global_batch_size, train_config.seed, start)
+    every = 0
+    if evaluate and evaluate_every_epochs > 0:
+        every = max(1, round(evaluate_every_epochs * train_split.size /
+                             train_config.global_batch_size))
     keras.utils.set_random_seed(train_config.seed)
     result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
         model_dir, train_config.steps_for(train_split.size), train_config.steps_per_loop,
-        jit_compile=train_config.jit_compile))
+        jit_compile=train_config.jit_compile, evaluate_every=every),
+        evaluate=lambda step: evaluate(stage.model))
     return stage.model, result
 
 
@@ -134,44 +168,74 @@ def retrieval_metrics(query, database, top_k, precision_k):
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
-    """Which splits are queried and ranked, and the k of the top-k figures."""
+    """Which splits are queried and ranked, the k of the top-k figures, and how often (in
+    epochs) a victim is evaluated during training for the best-so-far figures."""
     train_split: str = "train"
     query_split: str = "query"
     database_split: str = "database"
     map_top_k: int = 1000
     precision_k: int = 100
+    eval_every_epochs: int = 5
+
+
+def best_of(evaluations, final):
+    """The release's "best over the evaluations every 5 epochs": `final` {figure: float}
+    (figures `map_at_k`, `t_map`) and the periodic `evaluations` -> {map_best, t_map_best}:
+    each figure's maximum over all of them."""
+    names = {"map_at_k": "map_best", "t_map": "t_map_best"}
+    return {names[k]: max([e[k] for e in evaluations if k in e] + [v])
+            for k, v in final.items() if k in names}
 
 
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
-                       strategy, train_split=None, record=None):
+                       strategy, train_split=None, record=None, backdoor=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
     metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
     dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
     `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
-    command line's flags) is stored in metrics.json as is."""
+    command line's flags) is stored in metrics.json as is. Every `eval_every_epochs` the
+    model's MAP@k (and `backdoor(model, database codes)` -> {"t_map": float}, if given) is
+    measured; metrics gain the release's best-so-far `map_best` (and `t_map_best`)."""
     r = retrieval_config
     train_split = train_split or pipeline.load_split(data_config, r.train_split)
+    query_data, database_data = (
+        pipeline.eval_dataset(pipeline.load_split(data_config, name), cache=data_config.cache)
+        for name in (r.query_split, r.database_split))
+
+    def encode_splits(model):
+        return {"query": encode(model, query_data), "database": encode(model, database_data)}
+
+    def periodic(model):
+        codes = encode_splits(model)
+        (qc, ql), (dc, dl) = codes["query"], codes["database"]
+        figures = {"map_at_k": retrieval.mean_average_precision(qc, dc, ql, dl, r.map_top_k)}
+        return {**figures, **(backdoor(model, codes["database"]) if backdoor else {})}
+
     model, result = train_hashing_model(train_split, data_config, config, train_config,
-                                        output_dir, strategy)
-    query = encode(model, pipeline.eval_dataset(pipeline.load_split(data_config, r.query_split)))
-    database = encode(model, pipeline.eval_dataset(
-        pipeline.load_split(data_config, r.database_split)))
-    metrics = retrieval_metrics(query, database, r.map_top_k, r.precision_k)
+                                        output_dir, strategy, periodic, r.eval_every_epochs)
+    codes = encode_splits(model)
+    metrics = retrieval_metrics(codes["query"], codes["database"], r.map_top_k, r.precision_k)
+    final = {"map_at_k": metrics["map_at_k"],
+             **(backdoor(model, codes["database"]) if backdoor else {})}
+    metrics.update(best_of(result.evaluations, final))
     metrics.update(seconds=result.seconds, train_steps=result.step,
                    resumed_from=result.resumed_from, train_examples=train_split.size,
                    final_loss=result.history["loss"][-1] if result.history["loss"] else None,
-                   loss_history=result.history["loss"],
+                   loss_history=result.history["loss"], evaluations=result.evaluations,
                    config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
                    train=dataclasses.asdict(train_config), **(record or {}))
     if distribute.is_chief(strategy):
         with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
             model.backbone.save_weights(tmp)  # reusable as --backbone_weights (pretraining)
+        query, database = codes["query"], codes["database"]
         io_utils.save_npz(f"{output_dir}/codes.npz", query_codes=query[0], query_labels=query[1],
                           db_codes=database[0], db_labels=database[1])
         io_utils.write_json(f"{output_dir}/metrics.json", metrics)
         io_utils.write_text(f"{output_dir}/metrics.md", io_utils.markdown_table(
             [{"method": config.method, "bits": config.bits, "backbone": config.backbone,
-              **{k: metrics[k] for k in ("map", "map_at_k", "k", "precision_at_k")},
+              **{k: metrics[k] for k in ("map", "map_at_k", "map_best", "k",
+                                         "precision_at_k")},
               "seconds": round(metrics["seconds"], 1)}],
-            ["method", "bits", "backbone", "map", "map_at_k", "k", "precision_at_k", "seconds"]))
-    return model, metrics, {"query": query, "database": database}
+            ["method", "bits", "backbone", "map", "map_at_k", "map_best", "k",
+             "precision_at_k", "seconds"]))
+    return model, metrics, codes

@@ -8,9 +8,12 @@ and the non-finite guard.
 """
 
 import abc
+import contextlib
 import dataclasses
 import hashlib
+import json
 import math
+import os
 import sys
 import time
 
@@ -19,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 from keras.utils import Progbar
 
+from badhash_tf import io_utils
 from badhash_tf.training import distribute
 
 
@@ -93,26 +97,45 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
-    """Where checkpoints go and how long to train."""
+    """Where checkpoints go and how long to train; `evaluate_every` > 0: steps between
+    calls of run_stage's `evaluate` (loops end on those steps)."""
     model_dir: str
     train_steps: int
     steps_per_loop: int = 50
     keep_checkpoints: int = 3
     jit_compile: bool = False
+    evaluate_every: int = 0
 
 
 @dataclasses.dataclass
 class LoopResult:
-    """What a run did: final step, the per-step metrics of this call, wall seconds."""
+    """What a run did: final step, the per-step metrics of this call, wall seconds, and the
+    periodic evaluations of the whole run ([{"step": s, **figures}], resumed ones too)."""
     step: int
     history: dict
     seconds: float
     resumed_from: int
+    evaluations: list = dataclasses.field(default_factory=list)
+    timing: dict = dataclasses.field(default_factory=dict)  # seconds per part of the loop
 
 
-def run_stage(stage, make_dataset, strategy, config):
+EVALUATIONS = "evaluations.json"  # periodic evaluations, beside the checkpoints
+
+
+def _load_evaluations(model_dir, up_to_step):
+    """The periodic evaluations a run recorded up to its restored step."""
+    path = os.path.join(model_dir, EVALUATIONS)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [e for e in json.load(f) if e["step"] <= up_to_step]
+
+
+def run_stage(stage, make_dataset, strategy, config, evaluate=None):
     """Builds `stage` in `strategy.scope()`, restores its last checkpoint, and trains it to
     `config.train_steps`. `make_dataset(start_step)` -> tf.data.Dataset of global batches.
+    `evaluate(step)` -> {figure: float}, when given, runs on every worker each
+    `config.evaluate_every` steps (the chief records it in evaluations.json).
     Raises NonFiniteLossError (keeping the last good checkpoint) on a NaN/Inf metric."""
     start_time = time.time()
     with strategy.scope():
@@ -130,46 +153,85 @@ def run_stage(stage, make_dataset, strategy, config):
     if restored:
         logging.info("%s: resumed from %s at step %d", stage.name, restored, resumed_from)
     history = {name: [] for name in stage.metric_names}
+    evaluations = _load_evaluations(config.model_dir, resumed_from)
     if resumed_from >= config.train_steps:
         distribute.cleanup_dir(ckpt_dir, strategy)
-        return LoopResult(resumed_from, history, time.time() - start_time, resumed_from)
+        return LoopResult(resumed_from, history, time.time() - start_time, resumed_from,
+                          evaluations)
 
     summary_dir = distribute.worker_dir(f"{config.model_dir}/summaries", strategy)
+    timing = {"build_and_restore": time.time() - start_time}
     try:
         history = _train(stage, make_dataset, strategy, config, step, manager,
-                         summary_dir, history, resumed_from)
+                         summary_dir, history, resumed_from, evaluate, evaluations, timing)
     finally:  # a non-chief's throwaway directories go, whatever happened
         distribute.cleanup_dir(summary_dir, strategy)
         distribute.cleanup_dir(ckpt_dir, strategy)
-    logging.info("%s: finished at step %d; weights sha256 %s", stage.name, int(step.numpy()),
+    seconds = time.time() - start_time
+    logging.info("%s: finished at step %d in %.1f s (%s); weights sha256 %s", stage.name,
+                 int(step.numpy()), seconds,
+                 ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timing.items()),
                  weights_digest(stage.checkpoint_items()))
-    return LoopResult(int(step.numpy()), history, time.time() - start_time, resumed_from)
+    return LoopResult(int(step.numpy()), history, seconds, resumed_from, evaluations, timing)
 
 
 def _train(stage, make_dataset, strategy, config, step, manager, summary_dir,
-           history, resumed_from):
-    """The loop proper: train, check, save, summarise, report, until train_steps."""
-    iterator = iter(strategy.experimental_distribute_dataset(make_dataset(resumed_from)))
-    train_loop = make_train_loop(stage, strategy, step, config.jit_compile)
-    writer = tf.summary.create_file_writer(summary_dir)
+           history, resumed_from, evaluate, evaluations, timing):
+    """The loop proper: train, check, save, summarise, evaluate, report, until
+    train_steps. Adds the seconds of each part to `timing`."""
+    clock = _PartClock(timing)
+    with clock("input_and_tracing_setup"):
+        iterator = iter(strategy.experimental_distribute_dataset(make_dataset(resumed_from)))
+        train_loop = make_train_loop(stage, strategy, step, config.jit_compile)
+        writer = tf.summary.create_file_writer(summary_dir)
     progress = _Progress(stage.name, config.train_steps, resumed_from)
+    every = config.evaluate_every if evaluate else 0
     while (current := int(step.numpy())) < config.train_steps:
         n = min(config.steps_per_loop, config.train_steps - current)
+        if every:  # end this loop on the next evaluation step
+            n = min(n, every - current % every)
         tick = time.time()
-        values = {k: v.numpy() for k, v in train_loop(iterator, tf.constant(n)).items()}
+        with clock("first_call_with_tracing" if current == resumed_from else "training"):
+            values = {k: v.numpy() for k, v in train_loop(iterator, tf.constant(n)).items()}
+        rate = n / max(time.time() - tick, 1e-9)
         _check_finite(stage.name, values, current, manager.latest_checkpoint)
-        manager.save(checkpoint_number=step)
+        done = int(step.numpy())
+        if every and done % every == 0:  # recorded before the checkpoint that covers it
+            with clock("evaluations"):
+                evaluations.append({"step": done, **evaluate(done)})
+                if distribute.is_chief(strategy):
+                    io_utils.write_json(os.path.join(config.model_dir, EVALUATIONS),
+                                        evaluations)
+        with clock("checkpoints"):
+            manager.save(checkpoint_number=step)
         for name, series in values.items():
             history[name].extend(series.tolist())
-        rate = n / max(time.time() - tick, 1e-9)
-        with writer.as_default(step=int(step.numpy())):
+        with clock("summaries"), writer.as_default(step=done):
             for name, series in values.items():
                 tf.summary.scalar(f"{stage.name}/{name}", float(np.mean(series)))
             tf.summary.scalar(f"{stage.name}/steps_per_second", rate)
+            if evaluations and evaluations[-1]["step"] == done:
+                for name, value in evaluations[-1].items():
+                    tf.summary.scalar(f"{stage.name}/eval/{name}", value)
             stage.write_summaries(step)
-        progress.update(int(step.numpy()), values, rate)
+        progress.update(done, values, rate)
     writer.close()
     return history
+
+
+class _PartClock:
+    """`with clock(part):` adds the block's wall seconds to `timing[part]`."""
+
+    def __init__(self, timing):
+        self.timing = timing
+
+    @contextlib.contextmanager
+    def __call__(self, part):
+        tick = time.time()
+        try:
+            yield
+        finally:
+            self.timing[part] = self.timing.get(part, 0.0) + time.time() - tick
 
 
 def weights_digest(items):
