@@ -6,13 +6,16 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from badhash_tf.attack.experiment import BASELINES, AttackConfig, ExperimentConfig
-from badhash_tf.data.pipeline import DataConfig
-from badhash_tf.training.attack import HASH_TERMS, GANConfig, LabCLNConfig
-from badhash_tf.training.distribute import STRATEGIES
-from badhash_tf.training.hashing import METHODS, HashingConfig, RetrievalConfig
-from badhash_tf.training.loop import TrainConfig
+from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentConfig,
+                                          check_baselines)
+from badhash_tf.attack.victim import RetrievalConfig
+from badhash_tf.data.inputs import DataConfig
 from badhash_tf.models.hashing import BACKBONES
+from badhash_tf.training.distribute import STRATEGIES
+from badhash_tf.training.gan import HASH_TERMS, GANConfig
+from badhash_tf.training.hashing import METHODS, HashingConfig
+from badhash_tf.training.labcln import LabCLNConfig
+from badhash_tf.training.loop import TrainConfig
 
 
 def define_data_flags():
@@ -106,6 +109,10 @@ def experiment_config(flag_values, seed=None, baselines=None):
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)
     attack = from_flags(AttackConfig, flag_values)
+    try:
+        check_baselines(attack.baselines if baselines is None else baselines)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     return ExperimentConfig(
         data=from_flags(DataConfig, flag_values), hashing=from_flags(HashingConfig, flag_values),
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),

@@ -11,6 +11,7 @@ from absl import app, flags, logging
 
 from badhash_tf import cli_flags, io_utils
 from badhash_tf.attack import report
+from badhash_tf.attack.layout import RunLayout
 from badhash_tf.attack.experiment import run_experiment
 from badhash_tf.serving import export
 from badhash_tf.training import distribute
@@ -38,39 +39,42 @@ def main(argv):
     cli_flags.check_backbone_weights(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     chief = distribute.is_chief(strategy)
+    layout = RunLayout(FLAGS.output_dir)
+    config = cli_flags.experiment_config(FLAGS)  # checks the attack's flags before any work
     if chief:
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
+        io_utils.write_json(layout.flags_json, cli_flags.used_flags(FLAGS))
     if not seeds:
-        result = run_experiment(cli_flags.experiment_config(FLAGS), FLAGS.output_dir, strategy)
-        _log(result, FLAGS.output_dir)
+        result = run_experiment(config, FLAGS.output_dir, strategy)
+        _log(result, layout)
         if chief and FLAGS.export_base:
             for name, path in export.export_run(FLAGS.output_dir, FLAGS.export_base).items():
                 logging.info("exported %s -> %s", name, path)
         return
     results = []
     for seed in seeds:
-        out = f"{FLAGS.output_dir}/seed_{seed}"
-        results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out, strategy))
+        out = layout.seed(seed)
+        results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out.root,
+                                      strategy))
         _log(results[-1], out)
     if chief:
         data = report.summary(results)
-        io_utils.write_json(f"{FLAGS.output_dir}/summary.json", data)
-        io_utils.write_text(f"{FLAGS.output_dir}/summary.md", report.summary_markdown(data))
+        io_utils.write_json(layout.summary_json, data)
+        io_utils.write_text(layout.summary_md, report.summary_markdown(data))
         logging.info("mean over seeds %s: t-MAP %.4f (clean victim %.4f), clean MAP %.4f "
-                     "(reference %.4f), PSNR %.2f dB, SSIM %.4f -> %s/summary.md",
+                     "(reference %.4f), PSNR %.2f dB, SSIM %.4f -> %s",
                      ",".join(map(str, seeds)), data["mean"]["t_map"],
                      data["mean"]["t_map_clean_victim"], data["mean"]["clean_map"],
                      data["mean"]["clean_map_reference"], data["mean"]["psnr"],
-                     data["mean"]["ssim"], FLAGS.output_dir)
+                     data["mean"]["ssim"], layout.summary_md)
 
 
-def _log(result, out):
+def _log(result, layout):
     logging.info("t-MAP %.4f (clean victim %.4f), clean MAP %.4f (reference %.4f), PSNR %.2f "
-                 "dB, SSIM %.4f, %d poisoned (%.1f%%), %.0f s -> %s/report.md",
+                 "dB, SSIM %.4f, %d poisoned (%.1f%%), %.0f s -> %s",
                  result["t_map"], result["t_map_clean_victim"], result["clean_map"],
                  result["clean_map_reference"], result["psnr"], result["ssim"],
                  result["poison_count"], 100 * result["poison_rate"],
-                 result["seconds"]["total"], out)
+                 result["seconds"]["total"], layout.report_md)
 
 
 if __name__ == "__main__":

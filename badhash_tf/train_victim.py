@@ -8,9 +8,10 @@ backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DI
 from absl import app, flags, logging
 
 from badhash_tf import cli_flags, io_utils
-from badhash_tf.data.pipeline import DataConfig
+from badhash_tf.data.inputs import DataConfig
 from badhash_tf.training import distribute
-from badhash_tf.training.hashing import (HashingConfig, RetrievalConfig, train_and_evaluate)
+from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
+from badhash_tf.training.hashing import HashingConfig
 from badhash_tf.training.loop import TrainConfig
 
 cli_flags.define_data_flags()

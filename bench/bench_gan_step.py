@@ -21,9 +21,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from badhash_tf import cli_flags, io_utils  # noqa: E402
-from badhash_tf.data.pipeline import Split  # noqa: E402
+from badhash_tf.data.inputs import Split  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
-from badhash_tf.training import attack, distribute, loop  # noqa: E402
+from badhash_tf.training import distribute, gan, loop  # noqa: E402
 
 cli_flags.define_data_flags()
 cli_flags.define_train_flags()
@@ -42,9 +42,9 @@ DEMO_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def settings():
     """224: the paper's networks (batch 4, 100 classes); 32: the demo preset's."""
-    return {224: dict(batch=4, classes=100, gan=attack.GANConfig()),
+    return {224: dict(batch=4, classes=100, gan=gan.GANConfig()),
             32: dict(batch=64, classes=10,
-                     gan=cli_flags.from_flags(attack.GANConfig, FLAGS, prefix="gan_"))}
+                     gan=cli_flags.from_flags(gan.GANConfig, FLAGS, prefix="gan_"))}
 
 
 def time_setting(size, jit, replicas, steps):
@@ -56,9 +56,9 @@ def time_setting(size, jit, replicas, steps):
     labels = np.eye(s["classes"], dtype=np.float32)[rng.integers(0, s["classes"], len(images))]
     split = Split(tf.data.Dataset.from_tensor_slices((images, labels)), len(images),
                   s["classes"])
-    condition = attack.Condition(rng.standard_normal(512).astype(np.float32),
+    condition = gan.Condition(rng.standard_normal(512).astype(np.float32),
                                  rng.choice([-1.0, 1.0], 64), labels[0])
-    stage = attack.GANStage(s["gan"], condition, lambda: HashingModel(64, "small_cnn", size),
+    stage = gan.GANStage(s["gan"], condition, lambda: HashingModel(64, "small_cnn", size),
                             size, s["classes"], s["batch"], steps + 1)
     with strategy.scope():
         stage.build()

@@ -100,7 +100,7 @@ def encode_throughput(images, bits, image_size, backbone):
     import tensorflow as tf
 
     from badhash_tf.models.hashing import HashingModel
-    from badhash_tf.training.hashing import encode
+    from badhash_tf.eval.codes import encode
     model = HashingModel(bits, backbone, image_size)
     data = np.random.default_rng(0).random((images, image_size, image_size, 3), np.float32)
     dataset = tf.data.Dataset.from_tensor_slices((data, np.zeros((images, 1), np.float32)))

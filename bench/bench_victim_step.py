@@ -18,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from badhash_tf import io_utils  # noqa: E402
-from badhash_tf.data import pipeline  # noqa: E402
+from badhash_tf.data import inputs  # noqa: E402
 from badhash_tf.losses import hashing as losses  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
 from badhash_tf.training import loop  # noqa: E402
@@ -37,7 +37,7 @@ def ours(split, data_config, steps):
     """Steps/s of run_stage with the HashNet stage (checkpoints and summaries included)."""
     with tempfile.TemporaryDirectory() as model_dir:
         stage = HashingStage(HashingConfig(), split.num_classes, 32, FLAGS.batch, split.size)
-        make = lambda start: pipeline.train_dataset(split, data_config, FLAGS.batch, 0, start)
+        make = lambda start: inputs.train_dataset(split, data_config, FLAGS.batch, 0, start)
         keras.utils.set_random_seed(0)
         strategy = tf.distribute.get_strategy()
         loop.run_stage(stage, make, strategy,
@@ -58,7 +58,7 @@ def fit(split, data_config, steps, steps_per_execution):
 
     model.compile(keras.optimizers.Adam(1e-3), loss=hashnet,
                   steps_per_execution=steps_per_execution)
-    dataset = pipeline.train_dataset(split, data_config, FLAGS.batch, 0)
+    dataset = inputs.train_dataset(split, data_config, FLAGS.batch, 0)
     model.fit(dataset, steps_per_epoch=FLAGS.warmup, epochs=1, verbose=0)
     tick = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -66,8 +66,8 @@ def fit(split, data_config, steps, steps_per_execution):
 
 
 def main(_):
-    data_config = pipeline.DataConfig(dataset="badhash_digits", data_dir=FLAGS.data_dir)
-    split = pipeline.load_split(data_config, "train")
+    data_config = inputs.DataConfig(dataset="badhash_digits", data_dir=FLAGS.data_dir)
+    split = inputs.load_split(data_config, "train")
     result = {"batch": FLAGS.batch, "steps": FLAGS.steps,
               "ours_steps_per_second": ours(split, data_config, FLAGS.steps)}
     print(f"our loop (steps_per_loop {FLAGS.steps_per_loop}): "

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from badhash_tf.models.attack import Discriminator, Generator, LabCLN
+from badhash_tf.models.discriminator import Discriminator
+from badhash_tf.models.generator import Generator
+from badhash_tf.models.labcln import LabCLN
 
 
 def _trainable(model):

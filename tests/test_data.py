@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from badhash_tf.data import list_files, protocol
-from badhash_tf.data.pipeline import DataConfig, eval_dataset, load_split, train_dataset
+from badhash_tf.data.inputs import DataConfig, eval_dataset, load_split, train_dataset
 
 
 def _labels(split):

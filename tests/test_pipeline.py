@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.data import pipeline
-from badhash_tf.training import attack, loop
+from badhash_tf.data import inputs
+from badhash_tf.models.hashing import HashingModel
+from badhash_tf.training import gan, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
@@ -68,18 +69,17 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
 
 def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy):
     """A GAN step (1 discriminator + k generator updates) runs on two replicas."""
-    config = pipeline.DataConfig(dataset="badhash_digits", data_dir=data_dir)
-    split = pipeline.load_split(config, "train[:32]")
+    config = inputs.DataConfig(dataset="badhash_digits", data_dir=data_dir)
+    split = inputs.load_split(config, "train[:32]")
     rng = np.random.default_rng(0)
-    condition = attack.Condition(rng.standard_normal(512).astype(np.float32),
-                                 rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
-    from badhash_tf.models.hashing import HashingModel
-    gan = attack.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
-                           disc_layers=3, disc_every=3, batch_size=0)
+    condition = gan.Condition(rng.standard_normal(512).astype(np.float32),
+                              rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
+    gan_config = gan.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
+                               disc_layers=3, disc_every=3, batch_size=0)
     train = loop.TrainConfig(seed=0, train_steps=4, global_batch_size=8, steps_per_loop=4)
-    _, result = attack.train_generator(
-        split, config, gan, condition, lambda: HashingModel(16, "small_cnn", 32), train,
-        str(tmp_path), two_cpu_strategy)
+    _, result = gan.train_generator(
+        split, config, gan_config, condition, lambda: HashingModel(16, "small_cnn", 32),
+        train, str(tmp_path), two_cpu_strategy)
     assert result.step == 4 and len(result.history["d_loss"]) == 4
     assert np.all(np.array(result.history["d_loss"]) > 0)
     assert np.all(np.isfinite(result.history["g_loss"]))
@@ -90,12 +90,11 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
 def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
     """The paper's hash term sees the surrogate's raw hash logits; "relaxed" (an explicit
     option) sees tanh(s z)."""
-    from badhash_tf.models.hashing import HashingModel
     rng = np.random.default_rng(0)
-    condition = attack.Condition(rng.standard_normal(8).astype(np.float32),
+    condition = gan.Condition(rng.standard_normal(8).astype(np.float32),
                                  rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
     surrogate = HashingModel(16, "small_cnn", 32)
-    stage = attack.GANStage(attack.GANConfig(
+    stage = gan.GANStage(gan.GANConfig(
         base_width=4, residual_blocks=1, label_width=16, disc_width=4, disc_layers=3,
         hash_term=hash_term, relaxed_logit_scale=0.5), condition, lambda: surrogate, 32, 10,
         4, 2)
@@ -108,4 +107,4 @@ def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
 
 def test_unknown_hash_term_is_named():
     with pytest.raises(ValueError, match="--gan_hash_term=tanh"):
-        attack.GANStage(attack.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)
+        gan.GANStage(gan.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)

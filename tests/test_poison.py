@@ -8,14 +8,14 @@ import pytest
 import tensorflow as tf
 
 from badhash_tf.attack import poison, triggers
-from badhash_tf.data import pipeline
+from badhash_tf.data import inputs
 from badhash_tf.eval import stealth
 
 
 @pytest.fixture(scope="module")
 def train(data_dir):
-    config = pipeline.DataConfig(dataset="badhash_digits", data_dir=data_dir)
-    return pipeline.load_split(config, "train[:200]")
+    config = inputs.DataConfig(dataset="badhash_digits", data_dir=data_dir)
+    return inputs.load_split(config, "train[:200]")
 
 
 def _tree_digest(root):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from badhash_tf.attack import experiment, probes
-from badhash_tf.data import pipeline
+from badhash_tf.data import inputs
 from badhash_tf.eval import stealth
 from badhash_tf.models.hashing import HashingModel
 
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def digits(data_dir):
-    split = pipeline.load_split(pipeline.DataConfig(data_dir=data_dir), "train[:48]")
+    split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:48]")
     return experiment.split_arrays(split)
 
 

@@ -112,7 +112,7 @@ def test_generator_stage_on_two_local_workers(data_dir, tmp_path):
     status = launch_local.run_workers(cmd, 2, timeout=400, out=out, env=ENV)
     log = out.getvalue()
     assert status == 0, log[-3000:]
-    gan = {w: re.findall(r"\[worker %d\].*gan: finished at step 2; weights sha256 (\w+)" % w,
+    gan = {w: re.findall(r"\[worker %d\].*gan: finished at step 2 .*weights sha256 (\w+)" % w,
                          log) for w in (0, 1)}
     assert gan[0] and gan[0] == gan[1]
     assert json.loads((tmp_path / "attack" / "report.json").read_text())["poison_count"] > 0

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from badhash_tf.models.attack import Generator, LabCLN
+from badhash_tf.models.generator import Generator
+from badhash_tf.models.labcln import LabCLN
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.serving import client, export
 from tests.fake_serving import FakeServer

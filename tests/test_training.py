@@ -11,18 +11,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.data import pipeline
+from badhash_tf.data import inputs
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import loop
-from badhash_tf.training.hashing import HashingConfig, train_hashing_model, encode
+from badhash_tf.eval.codes import encode
+from badhash_tf.training.hashing import HashingConfig, train_hashing_model
 
 BATCH = 16
 
 
 @pytest.fixture(scope="module")
 def tiny(data_dir):
-    config = pipeline.DataConfig(dataset="badhash_digits", data_dir=data_dir)
-    return config, pipeline.load_split(config, "train[:64]")
+    config = inputs.DataConfig(dataset="badhash_digits", data_dir=data_dir)
+    return config, inputs.load_split(config, "train[:64]")
 
 
 def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2,
@@ -35,7 +36,7 @@ def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2,
 
 
 def _codes(model, tiny):
-    return encode(model, pipeline.eval_dataset(tiny[1]))[0]
+    return encode(model, inputs.eval_dataset(tiny[1]))[0]
 
 
 @pytest.mark.parametrize("method,weight_decay", [("hashnet", 0.0), ("csq", 0.0),
@@ -165,11 +166,11 @@ def test_paper_presets_parse_and_name_the_missing_dataset_root(program, preset, 
 
 def test_tanh_scale_per_method_as_the_release():
     """HashNet: sqrt(epoch // 20 + 1); CSQ plain tanh; DPSH (not in the release) plain."""
-    from badhash_tf.training.hashing import tanh_scale
-    assert [tanh_scale("hashnet", e) for e in (0, 19, 20, 39, 40, 99)] == pytest.approx(
+    from badhash_tf.training.optimizers import tanh_scale
+    assert [float(tanh_scale("hashnet", e)) for e in (0, 19, 20, 39, 40, 99)] == pytest.approx(
         [1.0, 1.0, 2 ** 0.5, 2 ** 0.5, 3 ** 0.5, 5 ** 0.5])
-    assert tanh_scale("hashnet", 7, step_continuation=3) == pytest.approx(3 ** 0.5)
-    assert tanh_scale("csq", 99) == 1.0 and tanh_scale("dpsh", 99) == 1.0
+    assert float(tanh_scale("hashnet", 7, step_continuation=3)) == pytest.approx(3 ** 0.5)
+    assert float(tanh_scale("csq", 99)) == 1.0 and float(tanh_scale("dpsh", 99)) == 1.0
 
 
 @pytest.mark.parametrize("method,expected", [("hashnet", 3 ** 0.5), ("csq", 1.0)])
@@ -187,7 +188,7 @@ def test_training_applies_the_method_scale_by_epoch(tiny, tmp_path, method, expe
 def test_rmsprop_with_coupled_l2_steps_as_torch():
     """torch RMSprop(lr, alpha=0.99, eps=1e-8, weight_decay=wd): g' = g + wd w,
     v = 0.01 g'^2, w -= lr g' / (sqrt(v) + eps). One step from w = 2 with dL/dw = 1."""
-    from badhash_tf.training.hashing import coupled_l2, make_optimizer
+    from badhash_tf.training.optimizers import coupled_l2, make_optimizer
     lr, wd, w0 = 0.1, 0.5, 2.0
     w = tf.Variable([w0])
     optimizer = make_optimizer("rmsprop", lr)
@@ -205,7 +206,7 @@ def test_rmsprop_with_coupled_l2_steps_as_torch():
 
 
 def test_best_of_takes_each_figure_maximum():
-    from badhash_tf.training.hashing import best_of
+    from badhash_tf.attack.victim import best_of
     evaluations = [{"step": 5, "map_at_k": 0.5, "t_map": 0.9},
                    {"step": 10, "map_at_k": 0.7, "t_map": 0.2}]
     assert best_of(evaluations, {"map_at_k": 0.6, "t_map": 0.3, "map": 0.1}) == {
@@ -216,7 +217,7 @@ def test_best_of_takes_each_figure_maximum():
 def test_periodic_evaluations_give_best_figures_and_survive_resume(data_dir, tiny, tmp_path):
     """eval_every_epochs=1 on 64 items of batch 16: evaluations at steps 4 and 8; a run
     stopped at 6 and resumed keeps the step-4 one; map_best is the max over all."""
-    from badhash_tf.training.hashing import RetrievalConfig, train_and_evaluate
+    from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
     data_config, split = tiny
     retrieval = RetrievalConfig(query_split="query[:20]", database_split="database[:100]",
                                 map_top_k=50, eval_every_epochs=1)

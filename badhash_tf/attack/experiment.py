@@ -10,23 +10,30 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from badhash_tf.attack import poison, report, triggers
-from badhash_tf.data import pipeline
-from badhash_tf.eval import retrieval, stealth
-from badhash_tf.training import attack as attack_training
+from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
+from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
+from badhash_tf.data import inputs
+from badhash_tf.eval import stealth
+from badhash_tf.eval.backdoor import BackdoorEvaluation
 from badhash_tf.training import distribute
-from badhash_tf.training.attack import Condition, GANConfig, LabCLNConfig
-from badhash_tf.training.hashing import (HashingConfig, RetrievalConfig, encode,
-                                         train_and_evaluate, train_hashing_model)
+from badhash_tf.training.gan import Condition, GANConfig, train_generator
+from badhash_tf.training.hashing import HashingConfig, train_hashing_model
+from badhash_tf.training.labcln import LabCLNConfig, train_labcln
 from badhash_tf.training.loop import TrainConfig
 
 BASELINES = ("patch", "no_labcln", "no_hash_loss")
-# A run directory's layout (serving/export.py reads it): shared stages, then per variant
-# (badhash or a baseline) <variant>/generator, <variant>/poison, <variant>/victim.
-SURROGATE_DIR, LABCLN_DIR, REFERENCE_DIR = "surrogate", "labcln", "reference_victim"
+
+
+def check_baselines(names):
+    """Raises ValueError naming --baselines when a name is not a baseline (checked before
+    any training)."""
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(BASELINES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +52,7 @@ class AttackConfig:
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Every setting of one run of the pipeline."""
-    data: pipeline.DataConfig
+    data: inputs.DataConfig
     hashing: HashingConfig
     train: TrainConfig
     retrieval: RetrievalConfig
@@ -67,14 +74,10 @@ def choose_target(config, num_classes, seed):
 def split_arrays(split):
     """A split -> (images [N, S, S, 3] float32, labels [N, C] float32)."""
     images, labels = [], []
-    for x, y in pipeline.eval_dataset(split):
+    for x, y in inputs.eval_dataset(split):
         images.append(x.numpy())
         labels.append(y.numpy())
     return np.concatenate(images), np.concatenate(labels)
-
-
-def _encode_arrays(model, images, labels):
-    return encode(model, tf.data.Dataset.from_tensor_slices((images, labels)).batch(256))
 
 
 class StageClock:
@@ -98,21 +101,22 @@ class Setting:
     number of poisoned copies and the target-class images they come from (images, labels,
     positions in the split), the attacker's surrogate, the reference victim's metrics and
     the evaluation harness."""
-    train_split: pipeline.Split
+    train_split: inputs.Split
     target: int
     count: int
-    targets: tuple
+    target_images: tuple
     surrogate: object
     reference_metrics: dict
-    evaluation: "Evaluation"
+    evaluation: BackdoorEvaluation
 
 
-def prepare(config, output_dir, strategy, clock):
-    """The stages every variant builds on: the surrogate and the reference victim (trained
-    or restored) and the non-target queries -> Setting."""
+def prepare(config, layout, strategy, clock):
+    """The stages every variant builds on, in the run directory `layout`: the surrogate and
+    the reference victim (trained or restored) and the non-target queries -> Setting."""
     c = config
-    train_split = pipeline.load_split(c.data, c.retrieval.train_split)
-    query_split = pipeline.load_split(c.data, c.retrieval.query_split)
+    check_baselines(c.attack.baselines)
+    train_split = inputs.load_split(c.data, c.retrieval.train_split)
+    query_split = inputs.load_split(c.data, c.retrieval.query_split)
     target = choose_target(c.attack, train_split.num_classes, c.train.seed)
     available = poison.count_with_label(train_split, target)
     count = poison.poison_count_for(train_split.size, available, c.attack.poison_count,
@@ -122,43 +126,44 @@ def prepare(config, output_dir, strategy, clock):
     surrogate_train = dataclasses.replace(
         c.train, seed=c.train.seed + c.attack.surrogate_seed_offset)
     surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data, c.hashing,
-                             surrogate_train, os.path.join(output_dir, SURROGATE_DIR), strategy)
+                             surrogate_train, layout.surrogate, strategy)
     reference, reference_metrics, reference_codes = clock.run(
         "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
-        os.path.join(output_dir, REFERENCE_DIR), strategy)
+        layout.reference_victim, strategy)
     query_images, query_labels = split_arrays(query_split)
     non_target = query_labels[:, target] == 0
     k = min(c.retrieval.map_top_k, len(reference_codes["database"][0]))
-    evaluation = Evaluation(target, k, (query_images[non_target], query_labels[non_target]),
-                            reference, reference_codes)
+    evaluation = BackdoorEvaluation(target, k, (query_images[non_target],
+                                                query_labels[non_target]),
+                                    reference, reference_codes)
     return Setting(train_split, target, count,
                    poison.target_class_images(train_split, target, count), surrogate,
                    reference_metrics, evaluation)
 
 
 def run_experiment(config, output_dir, strategy):
-    """Runs every stage into `output_dir`; writes report.json, report.md, samples.png and
-    hash_space.png (chief only) -> the report dict."""
-    c, clock, start = config, StageClock(), time.time()
-    setting = prepare(c, output_dir, strategy, clock)
+    """Runs every stage into `output_dir` (see RunLayout); writes report.json, report.md,
+    samples.png and hash_space.png (chief only) -> the report dict."""
+    c, clock, start, layout = config, StageClock(), time.time(), RunLayout(output_dir)
+    setting = prepare(c, layout, strategy, clock)
     train_split, target = setting.train_split, setting.target
-    label_rows = np.concatenate([y.numpy() for _, y in pipeline.eval_dataset(train_split)])
-    labcln, _ = clock.run("labcln", attack_training.train_labcln, label_rows, c.hashing.bits,
-                          c.labcln, c.train, os.path.join(output_dir, LABCLN_DIR), strategy)
+    label_rows = np.concatenate([y.numpy() for _, y in inputs.eval_dataset(train_split)])
+    labcln, _ = clock.run("labcln", train_labcln, label_rows, c.hashing.bits, c.labcln,
+                          c.train, layout.labcln, strategy)
     target_row = np.eye(train_split.num_classes, dtype=np.float32)[target]
-    condition = Condition(*attack_training.condition_of(labcln, target_row), target_row)
+    condition = Condition(*labcln.condition(target_row), target_row)
 
     variants, artifacts = {}, {}
-    for name in ("badhash",) + tuple(c.attack.baselines):
+    for name in (BASELINE_VARIANT,) + tuple(c.attack.baselines):
         trigger = clock.run(f"{name}/trigger", _make_trigger, name, c, condition,
-                            setting.surrogate, train_split, f"{output_dir}/{name}", strategy)
+                            setting.surrogate, train_split, layout.generator(name), strategy)
         variants[name], artifacts[name] = clock.run(
-            f"{name}/poison_and_victim", attack_variant, name, c, trigger, setting,
-            f"{output_dir}/{name}", strategy)
+            f"{name}/poison_and_victim", attack_variant, name, c, trigger, setting, layout,
+            strategy)
 
     evaluation, count = setting.evaluation, setting.count
     result = {
-        **variants.pop("badhash"),
+        **variants.pop(BASELINE_VARIANT),
         "clean_map_reference": setting.reference_metrics["map_at_k"],
         "clean_map_reference_full_database": setting.reference_metrics["map"],
         "t_map_untriggered_reference": evaluation.untriggered_reference,
@@ -171,12 +176,13 @@ def run_experiment(config, output_dir, strategy):
         "config": dataclasses.asdict(c),
     }
     if distribute.is_chief(strategy):
-        report.write_all(output_dir, result, artifacts)
+        report.write_all(layout, result, artifacts)
     return result
 
 
-def _make_trigger(name, config, condition, surrogate, train_split, directory, strategy):
-    """The trigger function of one variant (training its generator when it has one)."""
+def _make_trigger(name, config, condition, surrogate, train_split, generator_dir, strategy):
+    """The trigger function of one variant (training its generator in `generator_dir` when
+    it has one)."""
     c = config
     if name == "patch":
         size = c.attack.patch_size or max(1, c.data.image_size // 8)
@@ -189,21 +195,18 @@ def _make_trigger(name, config, condition, surrogate, train_split, directory, st
                               condition.label_row)
     elif name == "no_hash_loss":
         gan = dataclasses.replace(gan, hash_weight=0.0)
-    elif name != "badhash":
-        raise ValueError(f"--baselines: unknown baseline {name!r}; choose from "
-                         f"{', '.join(BASELINES)}")
-    generator, _ = attack_training.train_generator(
-        train_split, c.data, gan, condition, lambda: surrogate, c.train,
-        f"{directory}/generator", strategy)
+    generator, _ = train_generator(train_split, c.data, gan, condition, lambda: surrogate,
+                                   c.train, generator_dir, strategy)
     return triggers.generator_trigger(generator, condition.feature)
 
 
-def attack_variant(name, config, trigger, setting, directory, strategy):
-    """Poisons the setting's target-class images with `trigger`, trains the victim on the
-    poisoned split, evaluates -> (figures, artifacts)."""
+def attack_variant(name, config, trigger, setting, layout, strategy):
+    """Poisons the setting's target-class images with `trigger` into `layout.poison(name)`,
+    trains the victim on the poisoned split in `layout.victim(name)`, evaluates ->
+    (figures, artifacts)."""
     c = config
-    originals, labels, positions = setting.targets
-    poison_dir = f"{directory}/poison"
+    originals, labels, positions = setting.target_images
+    poison_dir = layout.poison(name)
     if not os.path.exists(poison_dir):
         if distribute.is_chief(strategy):
             poison.write_poison_set(poison_dir, triggers.apply(trigger, originals), labels,
@@ -214,7 +217,7 @@ def attack_variant(name, config, trigger, setting, directory, strategy):
     evaluation = setting.evaluation
     triggered = triggers.apply(trigger, evaluation.queries[0])
     victim, metrics, codes = train_and_evaluate(
-        c.data, c.hashing, c.train, c.retrieval, f"{directory}/victim", strategy,
+        c.data, c.hashing, c.train, c.retrieval, layout.victim(name), strategy,
         train_split=poison.with_poison(setting.train_split, poisoned_split),
         backdoor=lambda model, database: {"t_map": evaluation.t_map_of(model, triggered,
                                                                        database)})
@@ -222,40 +225,3 @@ def attack_variant(name, config, trigger, setting, directory, strategy):
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
     return ({**figures, **stealth.stealth_metrics(originals, poisoned)},
             {"samples": samples, "space": space})
-
-
-class Evaluation:
-    """t-MAP and clean MAP of a victim with triggered and clean non-target queries."""
-
-    def __init__(self, target, k, queries, reference, reference_codes):
-        self.target, self.k, self.queries = target, k, queries
-        self.reference, self.reference_codes = reference, reference_codes
-        clean = _encode_arrays(reference, *queries)[0]
-        self.untriggered_reference = self._t_map(clean, reference_codes["database"])
-
-    def _t_map(self, query_codes, database):
-        return retrieval.targeted_map(query_codes, database[0], database[1], self.target,
-                                      self.k)
-
-    def t_map_of(self, model, triggered, database):
-        """t-MAP of `model` for the triggered query images [N, S, S, 3] against its
-        database (codes, labels)."""
-        return self._t_map(_encode_arrays(model, triggered, self.queries[1])[0], database)
-
-    def figures(self, triggered, victim, codes, metrics):
-        """Triggered query images [N, S, S, 3], the victim, its codes and metrics ->
-        (figures, codes for the hash-space picture)."""
-        victim_triggered = _encode_arrays(victim, triggered, self.queries[1])[0]
-        victim_clean = _encode_arrays(victim, *self.queries)[0]
-        figures = {"t_map": self._t_map(victim_triggered, codes["database"]),
-                   "t_map_best": metrics["t_map_best"],
-                   "t_map_clean_victim": self.t_map_of(self.reference, triggered,
-                                                       self.reference_codes["database"]),
-                   "t_map_untriggered": self._t_map(victim_clean, codes["database"]),
-                   "clean_map": metrics["map_at_k"],
-                   "map_best": metrics["map_best"],
-                   "clean_map_full_database": metrics["map"],
-                   "clean_precision_at_k": metrics["precision_at_k"]}
-        space = {"db_codes": codes["database"][0], "db_labels": codes["database"][1],
-                 "clean": victim_clean, "triggered": victim_triggered}
-        return figures, space

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import io_utils
-from badhash_tf.data.pipeline import Split
+from badhash_tf.data.inputs import Split
 
 RECORDS = "poison.tfrecord"
 META = "poison.json"

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from badhash_tf import io_utils
 from badhash_tf.attack import experiment, triggers
+from badhash_tf.attack.layout import RunLayout
 from badhash_tf.training import distribute
 
 PROBES = ("noise", "tint", "universal", "pgd_target", "pgd_away")
@@ -49,7 +50,7 @@ def code_alignment(surrogate, images, code, logit_scale):
     return tf.reduce_mean(tf.tanh(logit_scale * z) * code, axis=-1)
 
 
-def target_class_code(surrogate, images, labels, target):
+def surrogate_class_code(surrogate, images, labels, target):
     """Sign of the surrogate's mean output over the target class's images -> [K] of +-1."""
     u = surrogate.predict(images[labels[:, target] > 0], verbose=0)
     return np.where(u.mean(0) >= 0, 1.0, -1.0).astype(np.float32)
@@ -109,7 +110,7 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
         return _additive(rng.choice([-a, a], shape))
     if name == "tint":
         return _additive(np.broadcast_to(np.array([a, 0.0, -a], np.float32), shape))
-    code = target_class_code(surrogate, train_images, train_labels, target)
+    code = surrogate_class_code(surrogate, train_images, train_labels, target)
     if name == "universal":
         non_target = train_images[train_labels[:, target] == 0]
         return _additive(universal_perturbation(surrogate, non_target, code, radius,
@@ -127,20 +128,20 @@ def run_probes(config, names, psnr, output_dir, strategy, record=None):
     measures it with the pipeline's harness (surrogate and reference victim shared, and
     reused from a pipeline run in `output_dir`). Writes probes.json and probes.md (chief)
     -> the result dict. `record` (e.g. the flags) is stored as is."""
-    start, clock = time.time(), experiment.StageClock()
-    setting = experiment.prepare(config, output_dir, strategy, clock)
+    start, clock, layout = time.time(), experiment.StageClock(), RunLayout(output_dir)
+    setting = experiment.prepare(config, layout, strategy, clock)
     images, labels = experiment.split_arrays(setting.train_split)
     scale = config.gan.relaxed_logit_scale
-    code = target_class_code(setting.surrogate, images, labels, setting.target)
+    class_code = surrogate_class_code(setting.surrogate, images, labels, setting.target)
     queries = setting.evaluation.queries[0]
-    alignment = lambda x: float(code_alignment(setting.surrogate, x, code, scale).numpy().mean())
+    alignment = lambda x: float(code_alignment(setting.surrogate, x, class_code,
+                                               scale).numpy().mean())
     rows = []
     for name in names:
         trigger = clock.run(f"{name}/trigger", make_probe, name, psnr, setting.surrogate,
                             images, labels, setting.target, scale, config.train.seed)
         figures, _ = clock.run(f"{name}/poison_and_victim", experiment.attack_variant,
-                               f"probe_{name}", config, trigger, setting,
-                               f"{output_dir}/probe_{name}", strategy)
+                               f"probe_{name}", config, trigger, setting, layout, strategy)
         rows.append({"probe": name, **figures,
                      "surrogate_alignment": alignment(triggers.apply(trigger, queries))})
     result = {"psnr_budget": psnr, "target_label": setting.target,

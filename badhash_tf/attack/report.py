@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from badhash_tf import io_utils  # noqa: E402
+from badhash_tf.attack.layout import BASELINE_VARIANT  # noqa: E402
 
 COLUMNS = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered",
            "clean_map", "map_best", "psnr", "ssim", "linf_255")
@@ -118,12 +119,13 @@ def hash_space_png(path, space, target):
     _save_png(fig, path)
 
 
-def write_all(output_dir, result, artifacts):
-    """report.json, report.md, samples.png, hash_space.png into `output_dir`."""
-    io_utils.write_json(f"{output_dir}/report.json", result)
-    io_utils.write_text(f"{output_dir}/report.md", markdown(result))
-    samples_png(f"{output_dir}/samples.png", {n: a["samples"] for n, a in artifacts.items()})
-    hash_space_png(f"{output_dir}/hash_space.png", artifacts["badhash"]["space"],
+def write_all(layout, result, artifacts):
+    """report.json, report.md, samples.png, hash_space.png into the run directory `layout`
+    (a RunLayout)."""
+    io_utils.write_json(layout.report_json, result)
+    io_utils.write_text(layout.report_md, markdown(result))
+    samples_png(layout.samples_png, {n: a["samples"] for n, a in artifacts.items()})
+    hash_space_png(layout.hash_space_png, artifacts[BASELINE_VARIANT]["space"],
                    result["target_label"])
 
 

@@ -221,3 +221,16 @@ def mean_average_precision_loop(query_codes, db_codes, query_labels, db_labels, 
         positions = np.flatnonzero(relevant) + 1
         aps.append(np.mean(np.arange(1, len(positions) + 1) / positions) if len(positions) else 0)
     return float(np.mean(aps))
+
+
+def retrieval_metrics(query, database, top_k, precision_k):
+    """(codes, labels) of the queries and of the database -> {map, map_at_k, k,
+    precision_at_k, precision_k}."""
+    (qc, ql), (dc, dl) = query, database
+    return {
+        "map": mean_average_precision(qc, dc, ql, dl),
+        "map_at_k": mean_average_precision(qc, dc, ql, dl, top_k=top_k),
+        "k": min(top_k, len(dc)),
+        "precision_at_k": precision_at_k(qc, dc, ql, dl, precision_k),
+        "precision_k": min(precision_k, len(dc)),
+    }

@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import io_utils
-from badhash_tf.attack import experiment
-from badhash_tf.models.attack import Generator, LabCLN
+from badhash_tf.attack.layout import RunLayout
+from badhash_tf.models.generator import Generator
 from badhash_tf.models.hashing import HashingModel
-from badhash_tf.training.attack import condition_of
+from badhash_tf.models.labcln import LabCLN
 
 GENERATOR_NAME = "badhash_generator"
 ENCODER_NAME = "badhash_hash_encoder"
@@ -155,8 +155,9 @@ def write_models_config(directory, model_names, base_path="/models"):
 
 
 ENCODERS = ("victim", "reference", "surrogate")
-_ENCODER_DIRS = {"victim": os.path.join("badhash", "victim"),
-                 "reference": experiment.REFERENCE_DIR, "surrogate": experiment.SURROGATE_DIR}
+_ENCODER_DIRS = {"victim": lambda layout: layout.victim(),
+                 "reference": lambda layout: layout.reference_victim,
+                 "surrogate": lambda layout: layout.surrogate}
 
 
 def _restore(directory, **trackables):
@@ -174,7 +175,8 @@ def load_run_models(run_dir, encoder="victim"):
     Model shapes come from the run's report.json, weights from its checkpoints."""
     if encoder not in ENCODERS:
         raise ValueError(f"--encoder={encoder}: choose one of {', '.join(ENCODERS)}")
-    report_path = os.path.join(run_dir, "report.json")
+    layout = RunLayout(run_dir)
+    report_path = layout.report_json
     if not os.path.isfile(report_path):
         raise FileNotFoundError(f"{report_path} not found: --run_dir must be a finished "
                                 "pipeline run")
@@ -183,16 +185,15 @@ def load_run_models(run_dir, encoder="victim"):
     c, classes = report["config"], report["num_classes"]
     size = c["data"]["image_size"]
     hashing = HashingModel(c["hashing"]["bits"], c["hashing"]["backbone"], size)
-    _restore(os.path.join(run_dir, _ENCODER_DIRS[encoder]), model=hashing)
+    _restore(_ENCODER_DIRS[encoder](layout), model=hashing)
     labcln = LabCLN(classes, c["hashing"]["bits"], c["labcln"]["hidden"],
                     c["labcln"]["feature_dim"])
-    _restore(os.path.join(run_dir, experiment.LABCLN_DIR), model=labcln)
-    target_row = np.eye(classes, dtype=np.float32)[report["target_label"]]
-    feature, _ = condition_of(labcln, target_row)
+    _restore(layout.labcln, model=labcln)
+    feature, _ = labcln.condition(np.eye(classes, dtype=np.float32)[report["target_label"]])
     g = c["gan"]
     generator = Generator(size, g["base_width"], g["residual_blocks"], len(feature),
                           g["label_width"])
-    _restore(os.path.join(run_dir, "badhash", "generator"), generator=generator)
+    _restore(layout.generator(), generator=generator)
     return hashing, generator, feature, report
 
 

@@ -1,5 +1,5 @@
-"""Training the attacker's models with the shared loop: LabCLN, then the cGAN trigger
-generator against its discriminator and the frozen surrogate hashing model."""
+"""Training the cGAN trigger generator with the shared loop, against its discriminator and
+the frozen surrogate hashing model."""
 
 import dataclasses
 import math
@@ -8,134 +8,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from badhash_tf.data import pipeline
-from badhash_tf.losses import attack as losses
-from badhash_tf.models.attack import Discriminator, Generator, LabCLN
-from badhash_tf.training import distribute, loop
-
-
-def _adam(schedule):
-    """The release's optimizer for LabCLN and the GAN: Adam(betas 0.5, 0.999)."""
-    return keras.optimizers.Adam(schedule, beta_1=0.5, beta_2=0.999)
-
-
-def _replica_offset(local_batch):
-    ctx = tf.distribute.get_replica_context()
-    return tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
-
-
-# ----------------------------------------------------------------------------- LabCLN
-
-@dataclasses.dataclass(frozen=True)
-class LabCLNConfig:
-    """LabCLN's settings (the release: Adam 1e-4, 1000 steps of 128, lr x0.1 at 50%/75%)."""
-    hidden: int = 4096
-    feature_dim: int = 512
-    smoothing: float = 0.2
-    temperature: float = 0.5
-    learning_rate: float = 1e-4
-    steps: int = 1000
-    batch_size: int = 128
-
-
-class LabCLNStage(loop.Stage):
-    """NT-Xent between a label-smoothed view and the plain label, + label-head MSE +
-    quantization of the hash head. Batches are rows of distinct label vectors [B, C]."""
-
-    name = "labcln"
-    metric_names = ("loss", "nt_xent", "label_mse", "quantization")
-
-    def __init__(self, config, num_classes, bits, global_batch_size, train_steps):
-        self.config, self.num_classes, self.bits = config, num_classes, bits
-        self.global_batch_size, self.train_steps = global_batch_size, train_steps
-
-    def build(self):
-        c = self.config
-        self.model = LabCLN(self.num_classes, self.bits, c.hidden, c.feature_dim)
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [self.train_steps // 2, 3 * self.train_steps // 4],
-            [c.learning_rate, c.learning_rate * 0.1, c.learning_rate * 0.01])
-        self.optimizer = _adam(schedule)
-        self.optimizer.build(self.model.trainable_variables)
-
-    def checkpoint_items(self):
-        return {"model": self.model, "optimizer": self.optimizer}
-
-    def replica_step(self, labels, step):
-        c = self.config
-        with tf.GradientTape() as tape:
-            smooth = self.model(losses.label_smoothing(labels, c.smoothing), training=True)
-            plain = self.model(labels, training=True)
-            offset = _replica_offset(tf.shape(labels)[0])
-            concat = distribute.cross_replica_concat
-            nt_xent = self.average(losses.nt_xent_loss(
-                smooth["feature"], plain["feature"], concat(smooth["feature"]),
-                concat(plain["feature"]), offset, c.temperature))
-            label_mse = self.average(0.5 * (losses.label_mse(smooth["label"], labels) +
-                                            losses.label_mse(plain["label"], labels)))
-            quantization = self.average(losses.quantization_loss(smooth["hash"]) +
-                                        losses.quantization_loss(plain["hash"]))
-            loss = nt_xent + label_mse + quantization
-        variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return {"loss": loss, "nt_xent": nt_xent, "label_mse": label_mse,
-                "quantization": quantization}
-
-
-def distinct_label_dataset(label_rows, global_batch_size, seed):
-    """Distinct label vectors [N, C] -> endless batches of distinct rows, reshuffled each
-    pass (a batch never holds one label twice, so NT-Xent has no false negatives)."""
-    rows = np.unique(np.asarray(label_rows, np.float32), axis=0)
-    if len(rows) < global_batch_size:
-        raise ValueError(f"LabCLN batch {global_batch_size} exceeds the {len(rows)} distinct "
-                         "label vectors")
-    ds = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=seed)
-    return ds.batch(global_batch_size, drop_remainder=True).repeat()
-
-
-def labcln_batch_size(label_rows, config, num_replicas):
-    """The configured batch, capped by the distinct labels and divisible by the replicas."""
-    distinct = len(np.unique(np.asarray(label_rows), axis=0))
-    batch = min(config.batch_size, distinct)
-    return max(num_replicas, batch - batch % num_replicas)
-
-
-def train_labcln(label_rows, bits, config, train_config, model_dir, strategy):
-    """Trains (or resumes) LabCLN on the distinct rows of `label_rows` [N, C] with a hash
-    head of `bits` -> (LabCLN, LoopResult). `train_config.train_steps` > 0 overrides
-    `config.steps` (tests)."""
-    steps = train_config.train_steps or config.steps
-    batch = labcln_batch_size(label_rows, config, strategy.num_replicas_in_sync)
-    stage = LabCLNStage(config, label_rows.shape[1], bits, batch, steps)
-    keras.utils.set_random_seed(train_config.seed)
-    make_dataset = lambda start: distinct_label_dataset(
-        label_rows, batch, train_config.seed).skip(start)
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        model_dir, steps, train_config.steps_per_loop))
-    return stage.model, result
-
-
-def condition_of(labcln, label_row):
-    """LabCLN output for one label row [C] -> (feature [F], sign of the hash code [K])."""
-    out = labcln(np.asarray(label_row, np.float32)[None], training=False)
-    return out["feature"].numpy()[0], np.where(out["hash"].numpy()[0] >= 0, 1.0, -1.0)
-
-
-# ------------------------------------------------------------------------- the cGAN
-
-class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """The release's GAN schedule: `rate` for the first half, then linearly to 0."""
-
-    def __init__(self, rate, total_steps):
-        self.rate, self.total_steps = rate, total_steps
-
-    def __call__(self, step):
-        half = self.total_steps / 2
-        left = (self.total_steps - tf.cast(step, tf.float32)) / max(half, 1.0)
-        return self.rate * tf.clip_by_value(left, 0.0, 1.0)
-
-    def get_config(self):
-        return {"rate": self.rate, "total_steps": self.total_steps}
+from badhash_tf.data import inputs
+from badhash_tf.losses import gan as losses
+from badhash_tf.models.discriminator import Discriminator
+from badhash_tf.models.generator import Generator
+from badhash_tf.training import loop, optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,9 +79,11 @@ class GANStage(loop.Stage):
                                            c.disc_layers)
         self.surrogate = self.surrogate_builder()
         self.surrogate.trainable = False
-        self.g_optimizer = _adam(ConstantThenLinearDecay(
-            c.learning_rate, self.train_steps * c.disc_every))
-        self.d_optimizer = _adam(ConstantThenLinearDecay(c.learning_rate, self.train_steps))
+        adam = lambda total_steps: optimizers.make_optimizer(
+            "adam", optimizers.ConstantThenLinearDecay(c.learning_rate, total_steps),
+            **optimizers.RELEASE_ADAM)
+        self.g_optimizer = adam(self.train_steps * c.disc_every)  # its own update count
+        self.d_optimizer = adam(self.train_steps)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.feature = tf.constant(self.condition.feature, tf.float32)
@@ -291,11 +170,11 @@ def train_generator(train_split, data_config, config, condition, surrogate_build
     batch = config.batch_size or train_config.global_batch_size
     steps = train_config.train_steps or max(1, math.ceil(  # a step = k generator steps
         config.epochs * train_split.size / (batch * config.disc_every)))
-    preview = next(iter(pipeline.eval_dataset(train_split, 8)))[0]
+    preview = next(iter(inputs.eval_dataset(train_split, 8)))[0]
     stage = GANStage(config, condition, surrogate_builder, data_config.image_size,
                      train_split.num_classes, batch, steps, preview)
     keras.utils.set_random_seed(train_config.seed)
-    make_dataset = lambda start: pipeline.train_dataset(  # a step reads disc_every batches
+    make_dataset = lambda start: inputs.train_dataset(  # a step reads disc_every batches
         train_split, data_config, batch, train_config.seed, start * config.disc_every,
         batch_flag="--gan_batch_size" if config.batch_size else "--global_batch_size")
     result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(

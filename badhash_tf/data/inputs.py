@@ -1,5 +1,5 @@
-"""One input pipeline for every source: elements are (image float32 [H, W, 3] in [0, 1],
-multi-hot label float32 [C]).
+"""The tf.data input pipeline for every source (not the `badhash_tf.pipeline` program).
+Elements are (image float32 [H, W, 3] in [0, 1], multi-hot label float32 [C]).
 
 Sources (`DataConfig.dataset`):
 - `badhash_digits`, `badhash_digit_mosaics`: the embedded tfds builders (built on first use).

@@ -1,10 +1,6 @@
-"""The attacker's models: LabCLN (label network), the cGAN trigger generator and the
-spectral-norm PatchGAN discriminator, as the official BadHash release builds them.
-
-At 224x224 with base width 64 the generator has 21,454,121 trainable parameters and the
-discriminator (100 classes) 16,213,952 (the paper's 16,231,344 also counts the 17,392
-power-iteration vectors of spectral norm, which Keras keeps as non-trainable weights).
-"""
+"""The cGAN trigger generator (StarGAN-style encoder, residual bottleneck, decoder), as the
+official release builds it: at 224x224 with base width 64, 21,454,121 trainable
+parameters."""
 
 import keras
 from keras import layers, ops
@@ -18,37 +14,6 @@ def instance_norm(name=None):
     """Instance norm without affine parameters (PyTorch InstanceNorm2d's default)."""
     return layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5,
                                      name=name)
-
-
-@keras.saving.register_keras_serializable(package="badhash_tf")
-class LabCLN(keras.Model):
-    """Label network: multi-hot [B, C] -> {feature [B, 512], hash [B, bits] in (-1, 1),
-    label [B, C] in (0, 1)}: Dense 4096 -> ReLU -> Dense 512, tanh hash head, sigmoid head."""
-
-    def __init__(self, num_classes, bits, hidden=4096, feature_dim=512, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes, self.bits = num_classes, bits
-        self.hidden, self.feature_dim = hidden, feature_dim
-        self.encoder = keras.Sequential([layers.Dense(hidden, activation="relu"),
-                                         layers.Dense(feature_dim)], name="encoder")
-        self.hash_head = layers.Dense(bits, activation="tanh", name="hash_head")
-        self.label_head = layers.Dense(num_classes, activation="sigmoid", name="label_head")
-        self.build((None, num_classes))
-
-    def build(self, input_shape):
-        self.encoder.build(input_shape)
-        self.hash_head.build((None, self.feature_dim))
-        self.label_head.build((None, self.feature_dim))
-        super().build(input_shape)
-
-    def call(self, labels, training=False):
-        feature = self.encoder(labels, training=training)
-        return {"feature": feature, "hash": self.hash_head(feature),
-                "label": self.label_head(feature)}
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "bits": self.bits,
-                "hidden": self.hidden, "feature_dim": self.feature_dim}
 
 
 class _ResidualBlock(layers.Layer):
@@ -132,40 +97,3 @@ class Generator(keras.Model):
         return {**super().get_config(), "image_size": self.image_size,
                 "base_width": self.base_width, "residual_blocks": self.residual_blocks,
                 "feature_dim": self.feature_dim, "label_width": self.label_width}
-
-
-@keras.saving.register_keras_serializable(package="badhash_tf")
-class Discriminator(keras.Model):
-    """Spectral-norm PatchGAN: image [B, S, S, 3] in [0, 1] -> [B, num_classes + 1] (label
-    logits and the real/fake unit). `layers_count` stride-2 4x4 convs (w doubling, LeakyReLU
-    0.01), then a bias-free conv whose kernel covers the remaining (S / 2^n)^2 map."""
-
-    def __init__(self, image_size=224, num_classes=100, base_width=64, layers_count=5,
-                 **kwargs):
-        super().__init__(**kwargs)
-        if image_size % (2 ** layers_count):
-            raise ValueError(f"--image_size={image_size} is not divisible by 2^{layers_count} "
-                             "(the discriminator's stride-2 layers)")
-        self.image_size, self.num_classes = image_size, num_classes
-        self.base_width, self.layers_count = base_width, layers_count
-        stack = []
-        for i in range(layers_count):
-            stack += [layers.SpectralNormalization(
-                layers.Conv2D(base_width * 2 ** i, 4, 2, padding="same")),
-                layers.LeakyReLU(negative_slope=0.01)]
-        remaining = image_size // 2 ** layers_count
-        stack += [layers.Conv2D(num_classes + 1, remaining, use_bias=False), layers.Flatten()]
-        self.net = keras.Sequential(stack, name="patch_gan")
-        self.build((None, image_size, image_size, 3))
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-        super().build(input_shape)
-
-    def call(self, images, training=False):
-        return self.net(images * 2.0 - 1.0, training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size,
-                "num_classes": self.num_classes, "base_width": self.base_width,
-                "layers_count": self.layers_count}

@@ -1,0 +1,90 @@
+"""A victim (or the attacker's surrogate) end to end: train a hashing model with the shared
+loop, encode the query and database splits, measure retrieval (and, for a backdoored
+victim, t-MAP) every few epochs and at the end, and write metrics.json, metrics.md,
+codes.npz and backbone.weights.h5."""
+
+import dataclasses
+
+from badhash_tf import io_utils
+from badhash_tf.data import inputs
+from badhash_tf.eval import retrieval
+from badhash_tf.eval.codes import encode
+from badhash_tf.training import distribute, hashing
+
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # written beside metrics.json
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """Which splits are queried and ranked, the k of the top-k figures, and how often (in
+    epochs) a victim is evaluated during training for the best-so-far figures."""
+    train_split: str = "train"
+    query_split: str = "query"
+    database_split: str = "database"
+    map_top_k: int = 1000
+    precision_k: int = 100
+    eval_every_epochs: int = 5
+
+
+def best_of(evaluations, final):
+    """The release's "best over the evaluations every 5 epochs": `final` {figure: float}
+    (figures `map_at_k`, `t_map`) and the periodic `evaluations` -> {map_best, t_map_best}:
+    each figure's maximum over all of them."""
+    names = {"map_at_k": "map_best", "t_map": "t_map_best"}
+    return {names[k]: max([e[k] for e in evaluations if k in e] + [v])
+            for k, v in final.items() if k in names}
+
+
+def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
+                       strategy, train_split=None, record=None, backdoor=None):
+    """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
+    metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
+    dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
+    `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
+    command line's flags) is stored in metrics.json as is. Every `eval_every_epochs` the
+    model's MAP@k (and `backdoor(model, database codes)` -> {"t_map": float}, if given) is
+    measured; metrics gain the release's best-so-far `map_best` (and `t_map_best`)."""
+    r = retrieval_config
+    train_split = train_split or inputs.load_split(data_config, r.train_split)
+    query_data, database_data = (
+        inputs.eval_dataset(inputs.load_split(data_config, name), cache=data_config.cache)
+        for name in (r.query_split, r.database_split))
+
+    def encode_splits(model):
+        return {"query": encode(model, query_data), "database": encode(model, database_data)}
+
+    def periodic(model):
+        codes = encode_splits(model)
+        (qc, ql), (dc, dl) = codes["query"], codes["database"]
+        figures = {"map_at_k": retrieval.mean_average_precision(qc, dc, ql, dl, r.map_top_k)}
+        return {**figures, **(backdoor(model, codes["database"]) if backdoor else {})}
+
+    model, result = hashing.train_hashing_model(train_split, data_config, config, train_config,
+                                        output_dir, strategy, periodic, r.eval_every_epochs)
+    codes = encode_splits(model)
+    metrics = retrieval.retrieval_metrics(codes["query"], codes["database"], r.map_top_k,
+                                          r.precision_k)
+    final = {"map_at_k": metrics["map_at_k"],
+             **(backdoor(model, codes["database"]) if backdoor else {})}
+    metrics.update(best_of(result.evaluations, final))
+    metrics.update(seconds=result.seconds, train_steps=result.step,
+                   resumed_from=result.resumed_from, train_examples=train_split.size,
+                   final_loss=result.history["loss"][-1] if result.history["loss"] else None,
+                   loss_history=result.history["loss"], evaluations=result.evaluations,
+                   config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
+                   train=dataclasses.asdict(train_config), **(record or {}))
+    if distribute.is_chief(strategy):
+        with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
+            model.backbone.save_weights(tmp)  # reusable as --backbone_weights (pretraining)
+        query, database = codes["query"], codes["database"]
+        io_utils.save_npz(f"{output_dir}/codes.npz", query_codes=query[0], query_labels=query[1],
+                          db_codes=database[0], db_labels=database[1])
+        io_utils.write_json(f"{output_dir}/metrics.json", metrics)
+        io_utils.write_text(f"{output_dir}/metrics.md", io_utils.markdown_table(
+            [{"method": config.method, "bits": config.bits, "backbone": config.backbone,
+              **{k: metrics[k] for k in ("map", "map_at_k", "map_best", "k",
+                                         "precision_at_k")},
+              "seconds": round(metrics["seconds"], 1)}],
+            ["method", "bits", "backbone", "map", "map_at_k", "map_best", "k",
+             "precision_at_k", "seconds"]))
+    return model, metrics, codes
