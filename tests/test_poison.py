@@ -90,3 +90,16 @@ def test_stealth_metrics():
     assert m["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=0.3)
     assert m["linf"] == pytest.approx(0.01, abs=1e-6) and m["linf_255"] == pytest.approx(2.55,
                                                                                          abs=1e-3)
+
+
+def test_triggers_trace_once_whatever_the_batch_size():
+    """One trace per trigger (no shape retracing), so a run with several variants and
+    batch tails never trips TensorFlow's frequent-retracing warning."""
+    from badhash_tf.models.generator import Generator
+    generator = Generator(32, 4, 1, 8, 16)
+    for trigger in (triggers.generator_trigger(generator, np.zeros(8, np.float32)),
+                    triggers.patch_trigger(32, 4)):
+        for n in (100, 180, 37, 256, 1):
+            out = triggers.apply(trigger, np.zeros((n, 32, 32, 3), np.float32))
+            assert out.shape == (n, 32, 32, 3)
+        assert trigger.experimental_get_tracing_count() == 1

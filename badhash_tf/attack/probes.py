@@ -40,7 +40,7 @@ def _project_l2(delta, radius):
 
 def _additive(delta):
     delta = tf.constant(delta, tf.float32)
-    return tf.function(lambda images: triggers.quantize(images + delta))
+    return triggers.trigger_function(lambda images: triggers.quantize(images + delta))
 
 
 def code_alignment(surrogate, images, code, logit_scale):
@@ -82,7 +82,7 @@ def pgd_trigger(surrogate, code, radius, logit_scale, steps=100):
     code of each image toward `code` [K], within an L2 ball of `radius`."""
     code = tf.constant(code, tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @triggers.trigger_function
     def trigger(images):
         delta = tf.zeros_like(images)
         for _ in tf.range(steps):

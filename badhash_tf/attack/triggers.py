@@ -7,6 +7,16 @@ visible patch. Triggered images are quantised to 8-bit levels, as an image file 
 import numpy as np
 import tensorflow as tf
 
+# Every trigger is a tf.function of this one signature, so it traces once whatever the
+# batch size (shape relaxation would trace twice, and a run with several variants then
+# trips TensorFlow's frequent-retracing warning).
+IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+
+def trigger_function(fn):
+    """images [B, S, S, 3] -> triggered images, as a tf.function traced once."""
+    return tf.function(fn, input_signature=[IMAGES])
+
 
 def quantize(images):
     """Float images in [0, 1] -> the nearest 8-bit level (what a saved PNG holds)."""
@@ -17,7 +27,7 @@ def generator_trigger(generator, feature):
     """G(x, feature) with the conditioning feature [F] tiled over the batch."""
     feature = tf.constant(feature, tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @trigger_function
     def trigger(images):
         tiled = tf.tile(feature[None], [tf.shape(images)[0], 1])
         return quantize(generator([images, tiled], training=False))
@@ -42,7 +52,7 @@ def patch_trigger(image_size, patch_size, seed=0):
     mask[offset:, offset:] = 1.0
     patch, mask = tf.constant(patch), tf.constant(mask)
 
-    @tf.function
+    @trigger_function
     def trigger(images):
         return images * (1.0 - mask) + patch * mask
 
