@@ -144,6 +144,11 @@ def define_attack_flags():
                          "image_size // 8).")
     flags.DEFINE_list("baselines", list(a.baselines), f"Baselines to run: {', '.join(BASELINES)}.")
     flags.DEFINE_integer("samples", a.samples, "Images shown in samples.png.")
+    flags.DEFINE_float("query_amplification", a.query_amplification, "Scale the trigger's "
+                       "perturbation of the queries by this (the attacker's own queries may "
+                       "be less invisible than the poisoned copies; 1 = the same trigger).")
+    flags.register_validator("query_amplification", lambda v: v > 0,
+                             "--query_amplification must be > 0")
     _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN")
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,

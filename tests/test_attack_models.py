@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from badhash_tf.models.discriminator import Discriminator
 from badhash_tf.models.generator import Generator
@@ -59,3 +60,36 @@ def test_bad_sizes_are_named():
         Generator(image_size=40)
     with pytest.raises(ValueError, match="not divisible by 2\\^5"):
         Discriminator(image_size=48, num_classes=10)
+
+
+@pytest.mark.parametrize("budget", [20.0, 30.0, 40.0])
+def test_budgeted_generator_meets_its_psnr_after_8_bit_rounding(budget):
+    """Every output of a budgeted generator (here untrained, so far off the image) is within
+    the budget, also after rounding to 8 bits, and the gradient reaches its weights."""
+    from badhash_tf.attack.triggers import quantize
+    from badhash_tf.eval.stealth import stealth_metrics
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((6, 32, 32, 3)), tf.float32)
+    features = tf.constant(rng.standard_normal((6, 8)), tf.float32)
+    free = Generator(32, 4, 1, 8, 16)
+    assert stealth_metrics(images, free([images, features]))["psnr_min"] < budget
+    budgeted = Generator(32, 4, 1, 8, 16, psnr_budget=budget)
+    budgeted.set_weights(free.get_weights())
+    with tf.GradientTape() as tape:
+        out = budgeted([images, features], training=True)
+        loss = tf.reduce_mean(out)
+    from badhash_tf.models.generator import psnr_radius
+    # projected onto the ball's surface: before rounding every image sits at its radius
+    np.testing.assert_allclose(
+        tf.image.psnr(images, out, max_val=1.0).numpy(),
+        -20 * np.log10(psnr_radius(budget)), atol=0.02)
+    assert stealth_metrics(images, quantize(out))["psnr_min"] >= budget
+    grads = tape.gradient(loss, budgeted.trainable_variables)
+    assert all(g is not None for g in grads) and any(float(tf.reduce_max(tf.abs(g))) > 0
+                                                      for g in grads)
+    assert Generator.from_config(budgeted.get_config()).psnr_budget == budget
+
+
+def test_psnr_budget_out_of_range_is_named():
+    with pytest.raises(ValueError, match="--gan_psnr_budget=60"):
+        Generator(32, 4, 1, 8, 16, psnr_budget=60.0)

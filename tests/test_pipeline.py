@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
         "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
         "--steps_per_loop=2", "--map_top_k=100", "--target_label=0", "--labcln_hidden=64",
-        "--samples=4", "--gan_batch_size=16"]
+        "--samples=4", "--gan_batch_size=16", "--gan_psnr_budget=30",
+        "--query_amplification=2"]
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "clean_map", "map_best", "psnr",
            "ssim", "linf")
 
@@ -48,8 +49,13 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
                                                      "clean_map"))
         assert figures["t_map_best"] >= figures["t_map"]  # best over periodic evaluations
         assert figures["map_best"] >= figures["clean_map"]
+        assert figures["psnr_min"] <= figures["psnr"] and figures["ssim_min"] <= figures["ssim"]
+        assert figures["query_amplification"] == 2 and figures["query_psnr"] > 0
         assert -1.0 <= figures["ssim"] <= 1.0
         assert figures["psnr"] > 0
+    for name in ("no_labcln", "no_hash_loss"):  # every generator meets the budget
+        assert report["baselines"][name]["psnr_min"] >= 30
+    assert report["psnr_min"] >= 30
     assert report["baselines"]["patch"]["linf_255"] == pytest.approx(255.0, abs=1)
     for stage in ("surrogate", "labcln", "reference_victim", "badhash/trigger"):
         assert report["seconds"][stage] >= 0

@@ -90,6 +90,14 @@ def test_stealth_metrics():
     assert m["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=0.3)
     assert m["linf"] == pytest.approx(0.01, abs=1e-6) and m["linf_255"] == pytest.approx(2.55,
                                                                                          abs=1e-3)
+    # one visible copy among invisible ones: the mean hides it, the minimum does not
+    mixed = images.copy()
+    mixed[1] = np.clip(images[1] + 0.2, 0, 1)
+    m = stealth.stealth_metrics(images, mixed)
+    worst = 10 * np.log10(1 / np.mean((mixed[1] - images[1]) ** 2))
+    assert m["psnr_min"] == pytest.approx(worst, abs=0.01) and m["psnr"] > 60
+    one = tf.image.ssim(images[1], mixed[1], max_val=1.0).numpy()
+    assert m["ssim_min"] == pytest.approx(one, abs=1e-6) and m["ssim_min"] < m["ssim"]
 
 
 def test_triggers_trace_once_whatever_the_batch_size():
@@ -103,3 +111,17 @@ def test_triggers_trace_once_whatever_the_batch_size():
             out = triggers.apply(trigger, np.zeros((n, 32, 32, 3), np.float32))
             assert out.shape == (n, 32, 32, 3)
         assert trigger.experimental_get_tracing_count() == 1
+
+
+def test_query_amplification_scales_the_perturbation():
+    """x + k (T(x) - x), clipped and on 8-bit levels; k = 1 is the trigger itself."""
+    images = np.full((2, 8, 8, 3), 0.5, np.float32)
+    images[1] = 0.99
+    base = triggers.trigger_function(lambda x: triggers.quantize(x + 4 / 255))
+    assert triggers.amplified(base, 1.0) is base
+    out = triggers.apply(triggers.amplified(base, 2.0), images)
+    np.testing.assert_allclose(out[0], np.round((0.5 + 2 * (np.round((0.5 + 4 / 255) * 255)
+                                                            / 255 - 0.5)) * 255) / 255)
+    assert out[1].max() == 1.0  # clipped
+    with pytest.raises(ValueError, match="--query_amplification=0"):
+        triggers.amplified(base, 0)

@@ -47,6 +47,7 @@ class AttackConfig:
     patch_size: int = 0  # BadNets baseline patch side; 0 = image_size // 8
     baselines: tuple = BASELINES
     samples: int = 8
+    query_amplification: float = 1.0  # queries get k x the trigger's perturbation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +216,8 @@ def attack_variant(name, config, trigger, setting, layout, strategy):
     poisoned_split = poison.load_poison_set(poison_dir)
     poisoned, _ = split_arrays(poisoned_split)
     evaluation = setting.evaluation
-    triggered = triggers.apply(trigger, evaluation.queries[0])
+    query_trigger = triggers.amplified(trigger, c.attack.query_amplification)
+    triggered = triggers.apply(query_trigger, evaluation.queries[0])
     victim, metrics, codes = train_and_evaluate(
         c.data, c.hashing, c.train, c.retrieval, layout.victim(name), strategy,
         train_split=poison.with_poison(setting.train_split, poisoned_split),
@@ -223,5 +225,8 @@ def attack_variant(name, config, trigger, setting, layout, strategy):
                                                                        database)})
     figures, space = evaluation.figures(triggered, victim, codes, metrics)
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
-    return ({**figures, **stealth.stealth_metrics(originals, poisoned)},
+    queries = stealth.stealth_metrics(evaluation.queries[0], triggered)
+    return ({**figures, **stealth.stealth_metrics(originals, poisoned),
+             **{f"query_{k}": queries[k] for k in ("psnr", "psnr_min", "ssim", "ssim_min")},
+             "query_amplification": c.attack.query_amplification},
             {"samples": samples, "space": space})

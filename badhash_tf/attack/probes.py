@@ -24,7 +24,7 @@ from badhash_tf.training import distribute
 
 PROBES = ("noise", "tint", "universal", "pgd_target", "pgd_away")
 COLUMNS = ("probe", "t_map", "t_map_clean_victim", "t_map_untriggered", "clean_map", "psnr",
-           "ssim", "linf_255", "surrogate_alignment")
+           "psnr_min", "ssim", "ssim_min", "linf_255", "surrogate_alignment")
 
 
 def amplitude(psnr):

@@ -11,10 +11,11 @@ from badhash_tf import io_utils  # noqa: E402
 from badhash_tf.attack.layout import BASELINE_VARIANT  # noqa: E402
 
 COLUMNS = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered",
-           "clean_map", "map_best", "psnr", "ssim", "linf_255")
+           "clean_map", "map_best", "psnr", "psnr_min", "ssim", "ssim_min", "linf_255",
+           "query_psnr", "query_psnr_min")
 SEED_COLUMNS = ("seed", "target_label", "poison_rate", "t_map", "t_map_best",
                 "t_map_clean_victim", "clean_map", "map_best", "clean_map_reference", "psnr",
-                "ssim")
+                "psnr_min", "ssim", "ssim_min")
 
 
 def rows(result):
@@ -41,7 +42,9 @@ def markdown(result):
         "`clean_map`: the backdoored victim on clean queries. `t_map_best`, `map_best`: "
         "the best over the evaluations every few epochs and the final one (what the "
         "release's tables report). PSNR/SSIM/L-inf (in 8-bit levels): poisoned copies "
-        "against their originals.", "",
+        "against their originals, means over the copies; `_min`: the worst copy. "
+        "`query_psnr`: the triggered queries against theirs (the trigger's perturbation "
+        f"x {result.get('query_amplification', 1.0):g} on the query side).", "",
         _verdict(result), "",
         "Seconds per stage: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()),
     ]
@@ -132,12 +135,13 @@ def write_all(layout, result, artifacts):
 def summary(results):
     """Reports of several seeds -> {per_seed: [...], mean: {...}, baselines_mean: {...}}."""
     keys = ("t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered", "clean_map",
-            "map_best", "clean_map_reference", "psnr", "ssim", "linf_255", "poison_rate")
+            "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min",
+            "linf_255", "poison_rate")
     per_seed = [{k: r[k] for k in ("seed", "target_label") + keys} for r in results]
     mean = {k: float(np.mean([r[k] for r in results])) for k in keys}
     baselines = {name: {k: float(np.mean([r["baselines"][name][k] for r in results]))
                         for k in ("t_map", "t_map_best", "t_map_clean_victim", "clean_map",
-                                  "psnr", "ssim")}
+                                  "psnr", "psnr_min", "ssim", "ssim_min")}
                  for name in results[0]["baselines"]}
     return {"per_seed": per_seed, "mean": mean, "baselines_mean": baselines}
 
@@ -149,5 +153,5 @@ def summary_markdown(data):
         [{"variant": "badhash", **data["mean"]}] +
         [{"variant": n, **f} for n, f in data["baselines_mean"].items()],
         ("variant", "t_map", "t_map_best", "t_map_clean_victim", "clean_map", "psnr",
-         "ssim"))
+         "psnr_min", "ssim", "ssim_min"))
     return f"# BadHash over {len(data['per_seed'])} seeds\n\n{table}\n## Mean by variant\n\n{base}"

@@ -59,6 +59,22 @@ def patch_trigger(image_size, patch_size, seed=0):
     return trigger
 
 
+def amplified(trigger, factor):
+    """The attacker's query-side trigger: x + factor * (trigger(x) - x), clipped and
+    quantised (the poisoned training copies stay at factor 1; queries may be less
+    invisible). factor 1 returns `trigger` itself."""
+    if factor <= 0:
+        raise ValueError(f"--query_amplification={factor} must be > 0")
+    if factor == 1:
+        return trigger
+
+    @trigger_function
+    def stronger(images):
+        return quantize(images + factor * (trigger(images) - images))
+
+    return stronger
+
+
 def apply(trigger, images, batch_size=256):
     """Runs `trigger` over a float array [N, S, S, 3] in batches -> float32 array."""
     return np.concatenate([trigger(tf.constant(images[i:i + batch_size])).numpy()

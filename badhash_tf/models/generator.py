@@ -2,12 +2,37 @@
 official release builds it: at 224x224 with base width 64, 21,454,121 trainable
 parameters."""
 
+import math
+
 import keras
 from keras import layers, ops
 
 # ImageNet statistics: the release feeds normalised images to the generator.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ROUNDING = 0.5 / 255.0  # the largest change 8-bit rounding makes to a value in [0, 1]
+MAX_PSNR_BUDGET = -20.0 * math.log10(2 * ROUNDING)  # 48.1 dB: rounding alone may reach it
+
+
+def psnr_radius(psnr_budget):
+    """The RMSE (in [0, 1] units) a perturbation may have before 8-bit rounding so that the
+    rounded image still has PSNR >= `psnr_budget` dB: 10^(-DB/20) less the rounding's
+    worst RMSE (0.5/255), by the triangle inequality of the RMS norm."""
+    if not 0.0 < psnr_budget < MAX_PSNR_BUDGET:
+        raise ValueError(f"--gan_psnr_budget={psnr_budget}: give a PSNR in dB between 0 and "
+                         f"{MAX_PSNR_BUDGET:.1f} (0 turns the budget off)")
+    return 10.0 ** (-psnr_budget / 20.0) - ROUNDING
+
+
+def project_to_psnr(images, generated, psnr_budget):
+    """Scales each image's perturbation `generated - images` ([B, H, W, C] in [0, 1]) into
+    the RMSE ball of psnr_radius(psnr_budget), differentiably, then clips to [0, 1]
+    (clipping only shrinks it): every output meets the budget, also once rounded to 8
+    bits."""
+    delta = generated - images
+    rmse = ops.sqrt(ops.mean(ops.square(delta), axis=(1, 2, 3), keepdims=True))
+    scale = ops.minimum(1.0, psnr_radius(psnr_budget) / (rmse + 1e-12))
+    return ops.clip(images + delta * scale, 0.0, 1.0)
 
 
 def instance_norm(name=None):
@@ -41,16 +66,20 @@ class Generator(keras.Model):
     conv to a 3-channel S x S map, concatenated with the ImageNet-normalised image; encoder
     7x7 conv (w), two stride-2 convs (2w, 4w), `residual_blocks` residual blocks; decoder
     `residual_blocks` residual blocks, two stride-2 transposed convs (2w, w); concatenation
-    with the normalised image, 3x3 conv + tanh, mapped to [0, 1] by (y + 1) / 2."""
+    with the normalised image, 3x3 conv + tanh, mapped to [0, 1] by (y + 1) / 2.
+    `psnr_budget` > 0 (dB; 0 = the paper's unconstrained generator) projects each output's
+    perturbation so it meets that PSNR (project_to_psnr)."""
 
     def __init__(self, image_size=224, base_width=64, residual_blocks=3, feature_dim=512,
-                 label_width=128, **kwargs):
+                 label_width=128, psnr_budget=0.0, **kwargs):
         super().__init__(**kwargs)
         if image_size % 16:
             raise ValueError(f"--image_size={image_size}: the generator needs a multiple of 16")
+        if psnr_budget:
+            psnr_radius(psnr_budget)  # checks the budget
         self.image_size, self.base_width = image_size, base_width
         self.residual_blocks, self.feature_dim = residual_blocks, feature_dim
-        self.label_width = label_width
+        self.label_width, self.psnr_budget = label_width, psnr_budget
         cells, w = image_size // 16, base_width
         label_stack = [layers.Dense(cells * cells * label_width, activation="relu"),
                        layers.Reshape((cells, cells, label_width))]
@@ -91,9 +120,13 @@ class Generator(keras.Model):
         label_map = self.label_encoder(features, training=training)
         decoded = self.decoder(self.image_encoder(ops.concatenate([x, label_map], -1),
                                                   training=training), training=training)
-        return (self.to_image(ops.concatenate([decoded, x], -1)) + 1.0) / 2.0
+        generated = (self.to_image(ops.concatenate([decoded, x], -1)) + 1.0) / 2.0
+        if self.psnr_budget:
+            return project_to_psnr(images, generated, self.psnr_budget)
+        return generated
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,
                 "base_width": self.base_width, "residual_blocks": self.residual_blocks,
-                "feature_dim": self.feature_dim, "label_width": self.label_width}
+                "feature_dim": self.feature_dim, "label_width": self.label_width,
+                "psnr_budget": self.psnr_budget}

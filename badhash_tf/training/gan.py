@@ -37,6 +37,9 @@ class GANConfig:
     # tanh(relaxed_logit_scale * z) (DHTA-style, bounded; not the paper's).
     hash_term: str = "logits"
     relaxed_logit_scale: float = 0.1
+    # > 0: every poisoned image meets this PSNR (dB), projected inside the generator, so a
+    # large hash weight cannot make the trigger visible; 0: the paper's unconstrained one.
+    psnr_budget: float = 0.0
 
 
 HASH_TERMS = ("logits", "relaxed")
@@ -74,7 +77,7 @@ class GANStage(loop.Stage):
     def build(self):
         c = self.config
         self.generator = Generator(self.image_size, c.base_width, c.residual_blocks,
-                                   len(self.condition.feature), c.label_width)
+                                   len(self.condition.feature), c.label_width, c.psnr_budget)
         self.discriminator = Discriminator(self.image_size, self.num_classes, c.disc_width,
                                            c.disc_layers)
         self.surrogate = self.surrogate_builder()
