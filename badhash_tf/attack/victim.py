@@ -53,19 +53,25 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     def encode_splits(model):
         return {"query": encode(model, query_data), "database": encode(model, database_data)}
 
-    def periodic(model):
+    latest = {}  # the codes and figures of this process's last evaluation
+
+    def evaluate(model):
         codes = encode_splits(model)
         (qc, ql), (dc, dl) = codes["query"], codes["database"]
         figures = {"map_at_k": retrieval.mean_average_precision(qc, dc, ql, dl, r.map_top_k)}
-        return {**figures, **(backdoor(model, codes["database"]) if backdoor else {})}
+        figures.update(backdoor(model, codes["database"]) if backdoor else {})
+        latest.update(codes=codes, figures=figures)
+        return figures
 
     model, result = hashing.train_hashing_model(train_split, data_config, config, train_config,
-                                        output_dir, strategy, periodic, r.eval_every_epochs)
-    codes = encode_splits(model)
+                                                output_dir, strategy, evaluate,
+                                                r.eval_every_epochs)
+    evaluated_last = result.evaluations and result.evaluations[-1]["step"] == result.step
+    if not (evaluated_last and latest):  # else the final step was just evaluated
+        evaluate(model)
+    codes, final = latest["codes"], latest["figures"]
     metrics = retrieval.retrieval_metrics(codes["query"], codes["database"], r.map_top_k,
                                           r.precision_k)
-    final = {"map_at_k": metrics["map_at_k"],
-             **(backdoor(model, codes["database"]) if backdoor else {})}
     metrics.update(best_of(result.evaluations, final))
     metrics.update(seconds=result.seconds, train_steps=result.step,
                    resumed_from=result.resumed_from, train_examples=train_split.size,
