@@ -10,6 +10,7 @@ from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentCon
                                           check_baselines)
 from badhash_tf.attack.victim import RetrievalConfig
 from badhash_tf.data.inputs import DataConfig
+from badhash_tf.models.generator import MAX_PSNR_BUDGET
 from badhash_tf.models.hashing import BACKBONES
 from badhash_tf.training.distribute import STRATEGIES
 from badhash_tf.training.gan import HASH_TERMS, GANConfig
@@ -24,7 +25,8 @@ def define_data_flags():
                         "or a prepared catalog dataset such as cifar10) or list:ROOT for the "
                         "paper's list files.")
     flags.DEFINE_string("data_dir", d.data_dir, "tfds data_dir (default ~/tensorflow_datasets).")
-    flags.DEFINE_integer("image_size", d.image_size, "Square input size in pixels.")
+    flags.DEFINE_integer("image_size", d.image_size, "Square input size in pixels.",
+                         lower_bound=16)
     flags.DEFINE_integer("query_per_class", d.query_per_class, "Catalog datasets: query items "
                          "per class (random total x classes when multi-label).")
     flags.DEFINE_integer("train_per_class", d.train_per_class, "Catalog datasets: training "
@@ -36,15 +38,19 @@ def define_data_flags():
 def define_train_flags():
     t = TrainConfig()
     flags.DEFINE_integer("seed", t.seed, "Seed of weights, shuffling and sampling.")
-    flags.DEFINE_integer("train_steps", t.train_steps, "Training steps; > 0 overrides --epochs.")
+    flags.DEFINE_integer("train_steps", t.train_steps, "Training steps; > 0 overrides --epochs.",
+                         lower_bound=0)
     flags.DEFINE_float("epochs", t.epochs, "Training epochs over the training split.")
-    flags.DEFINE_integer("global_batch_size", t.global_batch_size, "Batch over all replicas.")
+    flags.register_validator("epochs", lambda v: v > 0, "--epochs must be > 0")
+    flags.DEFINE_integer("global_batch_size", t.global_batch_size, "Batch over all replicas.",
+                         lower_bound=1)
     flags.DEFINE_integer("steps_per_loop", t.steps_per_loop,
-                         "Steps per tf.function call, between checkpoints and summaries.")
+                         "Steps per tf.function call, between checkpoints and summaries.",
+                         lower_bound=1)
     flags.DEFINE_enum("strategy", t.strategy, STRATEGIES, "tf.distribute strategy: default, "
                       "mirrored (GPUs or --logical_cpus), multi_worker (TF_CONFIG).")
     flags.DEFINE_integer("logical_cpus", t.logical_cpus, "Split the CPU into N logical devices "
-                         "for --strategy=mirrored (testing and demos).")
+                         "for --strategy=mirrored (testing and demos).", lower_bound=0)
     flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the training step.")
 
 
@@ -52,7 +58,8 @@ def define_hashing_flags():
     h = HashingConfig()
     flags.DEFINE_enum("method", h.method, METHODS, "Deep-hashing loss.")
     flags.DEFINE_enum("backbone", h.backbone, BACKBONES, "Backbone network.")
-    flags.DEFINE_integer("bits", h.bits, "Hash code length (16/32/48/64 in the paper).")
+    flags.DEFINE_integer("bits", h.bits, "Hash code length (16/32/48/64 in the paper).",
+                         lower_bound=1)
     flags.DEFINE_string("backbone_weights", h.backbone_weights,
                         "Local weights file for the backbone (nothing is downloaded).")
     flags.DEFINE_enum("optimizer", h.optimizer, ("adam", "rmsprop"), "Optimizer.")
@@ -63,7 +70,8 @@ def define_hashing_flags():
     flags.DEFINE_float("dpsh_quantization", h.dpsh_quantization, "DPSH quantization weight.")
     flags.DEFINE_float("csq_quantization", h.csq_quantization, "CSQ quantization weight.")
     flags.DEFINE_integer("hashnet_step_continuation", h.hashnet_step_continuation, "HashNet: "
-                         "epochs per continuation step (tanh scale sqrt(epoch // this + 1)).")
+                         "epochs per continuation step (tanh scale sqrt(epoch // this + 1)).",
+                         lower_bound=1)
     flags.DEFINE_bool("require_backbone_weights", False, "Fail unless --backbone_weights is "
                       "given (the paper's presets: its victims fine-tune ImageNet-pretrained "
                       "backbones; training ResNet50/VGG11 from scratch is not its experiment).")
@@ -71,11 +79,23 @@ def define_hashing_flags():
     flags.DEFINE_string("train_split", r.train_split, "Training split, e.g. train or train[:64].")
     flags.DEFINE_string("query_split", r.query_split, "Query split.")
     flags.DEFINE_string("database_split", r.database_split, "Database split.")
-    flags.DEFINE_integer("map_top_k", r.map_top_k, "k of MAP@k (1000 for ImageNet in the paper).")
-    flags.DEFINE_integer("precision_k", r.precision_k, "k of precision@k.")
+    flags.DEFINE_integer("map_top_k", r.map_top_k, "k of MAP@k (1000 for ImageNet in the paper).",
+                         lower_bound=1)
+    flags.DEFINE_integer("precision_k", r.precision_k, "k of precision@k.", lower_bound=1)
     flags.DEFINE_integer("eval_every_epochs", r.eval_every_epochs, "Evaluate victims every N "
                          "epochs for the release's best-so-far map_best / t_map_best (0 = "
-                         "final only).")
+                         "final only).", lower_bound=0)
+
+
+def check_replicas(flag_values, strategy):
+    """Every batch flag must split evenly over the strategy's replicas (checked before any
+    work). Raises app.UsageError naming the flag."""
+    replicas = strategy.num_replicas_in_sync
+    for name in ("global_batch_size", "gan_batch_size"):
+        if name in flag_values and flag_values[name].value % replicas:
+            raise app.UsageError(f"--{name}={flag_values[name].value} does not split over the "
+                                 f"{replicas} replicas of --strategy={flag_values.strategy}: "
+                                 f"give a multiple of {replicas}")
 
 
 def check_backbone_weights(flag_values):
@@ -113,6 +133,13 @@ def experiment_config(flag_values, seed=None, baselines=None):
         check_baselines(attack.baselines if baselines is None else baselines)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+    size, gan = flag_values.image_size, from_flags(GANConfig, flag_values, prefix="gan_")
+    if size % 16:
+        raise app.UsageError(f"--image_size={size}: the trigger generator needs a multiple "
+                             "of 16")
+    if size % 2 ** gan.disc_layers:
+        raise app.UsageError(f"--gan_disc_layers={gan.disc_layers}: --image_size={size} is "
+                             f"not divisible by 2^{gan.disc_layers} (its stride-2 layers)")
     return ExperimentConfig(
         data=from_flags(DataConfig, flag_values), hashing=from_flags(HashingConfig, flag_values),
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),
@@ -135,15 +162,15 @@ def define_attack_flags():
     flags.DEFINE_integer("target_label", a.target_label, "Target class; < 0 draws it from "
                          "--seed.")
     flags.DEFINE_integer("poison_count", a.poison_count, "Poisoned copies to add; 0 = see "
-                         "--poison_rate.")
+                         "--poison_rate.", lower_bound=0)
     flags.DEFINE_float("poison_rate", a.poison_rate, "Poisoned share of the poisoned training "
                        "set; 0 with --poison_count=0 = every target-class training image.")
     flags.DEFINE_integer("surrogate_seed_offset", a.surrogate_seed_offset, "The attacker's "
                          "surrogate trains with --seed plus this.")
     flags.DEFINE_integer("patch_size", a.patch_size, "BadNets baseline patch side (0 = "
-                         "image_size // 8).")
+                         "image_size // 8).", lower_bound=0)
     flags.DEFINE_list("baselines", list(a.baselines), f"Baselines to run: {', '.join(BASELINES)}.")
-    flags.DEFINE_integer("samples", a.samples, "Images shown in samples.png.")
+    flags.DEFINE_integer("samples", a.samples, "Images shown in samples.png.", lower_bound=1)
     flags.DEFINE_float("query_amplification", a.query_amplification, "Scale the trigger's "
                        "perturbation of the queries by this (the attacker's own queries may "
                        "be less invisible than the poisoned copies; 1 = the same trigger).")
@@ -153,6 +180,9 @@ def define_attack_flags():
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
+    flags.register_validator("gan_psnr_budget", lambda v: v == 0 or 0 < v < MAX_PSNR_BUDGET,
+                             f"--gan_psnr_budget: 0 (off) or a PSNR in dB below "
+                             f"{MAX_PSNR_BUDGET:.1f}")
 
 
 def _define_prefixed(config, prefix, what):

@@ -38,6 +38,7 @@ def main(argv):
         raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: give integers") from None
     cli_flags.check_backbone_weights(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
+    cli_flags.check_replicas(FLAGS, strategy)
     chief = distribute.is_chief(strategy)
     layout = RunLayout(FLAGS.output_dir)
     config = cli_flags.experiment_config(FLAGS)  # checks the attack's flags before any work

@@ -39,6 +39,7 @@ def main(argv):
     cli_flags.check_backbone_weights(FLAGS)
     config = cli_flags.experiment_config(FLAGS, baselines=())
     strategy = distribute.make_strategy(config.train.strategy, config.train.logical_cpus)
+    cli_flags.check_replicas(FLAGS, strategy)
     result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir, strategy,
                                record={"flags": cli_flags.used_flags(FLAGS)})
     for row in result["probes"]:

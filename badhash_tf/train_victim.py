@@ -28,6 +28,7 @@ def main(argv):
     cli_flags.check_backbone_weights(FLAGS)
     train_config = cli_flags.from_flags(TrainConfig, FLAGS)
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
+    cli_flags.check_replicas(FLAGS, strategy)
     used = cli_flags.used_flags(FLAGS)
     if distribute.is_chief(strategy):
         io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)

@@ -114,3 +114,19 @@ def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
 def test_unknown_hash_term_is_named():
     with pytest.raises(ValueError, match="--gan_hash_term=tanh"):
         gan.GANStage(gan.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)
+
+
+@pytest.mark.parametrize("bad,named", [
+    (["--baselines=blur"], "--baselines: unknown 'blur'"),
+    (["--image_size=40"], "--image_size=40: the trigger generator needs a multiple of 16"),
+    (["--gan_disc_layers=6"], "--gan_disc_layers=6"),
+    (["--gan_psnr_budget=60"], "--gan_psnr_budget"),
+    (["--samples=0"], "--samples=0"), (["--query_amplification=0"], "--query_amplification")])
+def test_pipeline_rejects_bad_attack_flags_before_any_work(tmp_path, bad, named):
+    out = tmp_path / "attack"
+    done = subprocess.run(
+        [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
+         f"--output_dir={out}", *bad], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode != 0 and named in done.stderr
+    assert not out.exists()  # refused before any stage (or flags.json) was written

@@ -19,8 +19,9 @@ from badhash_tf import launch_local
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 VICTIM = [sys.executable, "-m", "badhash_tf.train_victim",
-          "--flagfile=flags/digits_victim.cfg", "--train_split=train[:64]", "--query_split=query[:20]",
-          "--database_split=database[:100]", "--global_batch_size=16", "--map_top_k=50"]
+          "--flagfile=flags/digits_victim.cfg", "--train_split=train[:64]",
+          "--query_split=query[:20]", "--database_split=database[:100]",
+          "--global_batch_size=16", "--map_top_k=50"]
 
 
 def _victim(data_dir, out, steps, steps_per_loop=2):

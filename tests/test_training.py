@@ -133,12 +133,22 @@ def test_train_victim_command_line(data_dir, tmp_path):
     assert max(moved) > 1e-3
 
 
-def test_command_line_rejects_bad_flag(tmp_path):
+@pytest.mark.parametrize("bad,named", [
+    (["--method=ssdh"], "--method"), (["--steps_per_loop=0"], "--steps_per_loop=0"),
+    (["--bits=0"], "--bits=0"), (["--map_top_k=0"], "--map_top_k=0"),
+    (["--global_batch_size=0"], "--global_batch_size=0"), (["--epochs=0"], "--epochs"),
+    (["--image_size=8"], "--image_size=8"),
+    (["--global_batch_size=15", "--strategy=mirrored", "--logical_cpus=2"],
+     "--global_batch_size=15 does not split over the 2 replicas")])
+def test_command_line_rejects_bad_flags_before_any_work(tmp_path, bad, named):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.train_victim", f"--output_dir={tmp_path}",
-         "--method=ssdh"], cwd=root, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "--method" in done.stderr
+        [sys.executable, "-m", "badhash_tf.train_victim", "--flagfile=flags/digits_victim.cfg",
+         f"--output_dir={out}", *bad], cwd=root, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode != 0 and named in done.stderr
+    assert not out.exists()  # nothing written, nothing trained
 
 
 @pytest.mark.parametrize("program,preset", [

@@ -1,1 +1,2 @@
-"""Datasets: embedded tfds builders, the paper's list files, tfds catalog datasets, one tf.data input pipeline (inputs.py)."""
+"""Datasets: embedded tfds builders, the paper's list files, tfds catalog datasets, and the
+one tf.data input pipeline (inputs.py)."""
