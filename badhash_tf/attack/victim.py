@@ -47,7 +47,8 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     r = retrieval_config
     train_split = train_split or inputs.load_split(data_config, r.train_split)
     query_data, database_data = (
-        inputs.eval_dataset(inputs.load_split(data_config, name), cache=data_config.cache)
+        inputs.eval_dataset(inputs.load_split(data_config, name),
+                            in_memory=data_config.cache == "memory")
         for name in (r.query_split, r.database_split))
 
     def encode_splits(model):

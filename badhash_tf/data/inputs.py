@@ -192,11 +192,12 @@ def train_dataset(split, config, global_batch_size, seed, start_step=0, shuffle_
     return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(split, batch_size=256, cache="none"):
-    """Split -> ordered batches for encoding (no shuffle, keeps the tail); `cache` as
-    DataConfig.cache, for a split encoded again and again (periodic evaluations)."""
-    ds = _cached(split.dataset, cache).batch(batch_size)
-    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+def eval_dataset(split, batch_size=256, in_memory=False):
+    """Split -> ordered batches for encoding (no shuffle, keeps the tail); `in_memory`
+    caches the decoded split in memory, for a split encoded again and again (periodic
+    evaluations). Never a file cache: splits would share one --cache file prefix."""
+    ds = split.dataset.cache() if in_memory else split.dataset
+    return ds.batch(batch_size).with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
 
 def _options():
