@@ -248,3 +248,31 @@ def test_periodic_evaluations_give_best_figures_and_survive_resume(data_dir, tin
     assert metrics["t_map_best"] == 0.25
     saved = json.loads((tmp_path / "evaluations.json").read_text())
     assert [e["step"] for e in saved] == [4, 8]
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_path, caplog):
+    """Loops of 2 steps leave ckpt-2 and ckpt-4; with ckpt-4's data truncated, a rerun warns
+    naming it, resumes at step 2 and reaches the uninterrupted run's weights."""
+    strategy = tf.distribute.get_strategy()
+    full, _ = _train(tiny, tmp_path / "full", strategy, 6)
+    _train(tiny, tmp_path / "cut", strategy, 4)
+    data = [p for p in os.listdir(tmp_path / "cut") if p.startswith("ckpt-4.data")]
+    assert data
+    with open(tmp_path / "cut" / data[0], "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "cut" / data[0]) // 2)
+    with caplog.at_level("WARNING"):
+        resumed, result = _train(tiny, tmp_path / "cut", strategy, 6)
+    assert "ckpt-4 is unreadable" in caplog.text
+    assert result.resumed_from == 2 and result.step == 6
+    for a, b in zip(full.trainable_variables, resumed.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_no_readable_checkpoint_is_an_error_naming_them(tiny, tmp_path):
+    strategy = tf.distribute.get_strategy()
+    _train(tiny, tmp_path, strategy, 2)
+    for name in os.listdir(tmp_path):
+        if name.startswith("ckpt-2.index"):
+            (tmp_path / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"no checkpoint in .* reads back: .*ckpt-2"):
+        _train(tiny, tmp_path, strategy, 4)

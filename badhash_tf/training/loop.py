@@ -146,9 +146,7 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.keep_checkpoints)
     # Every worker restores the chief's latest checkpoint (shared filesystem), as in TF's
     # multi-worker guide; non-chief workers save to throwaway directories.
-    restored = tf.train.latest_checkpoint(config.model_dir)
-    if restored:
-        checkpoint.restore(restored).assert_existing_objects_matched()
+    restored = restore_latest_intact(checkpoint, config.model_dir)
     resumed_from = int(step.numpy())
     if restored:
         logging.info("%s: resumed from %s at step %d", stage.name, restored, resumed_from)
@@ -173,6 +171,28 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
                  ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timing.items()),
                  weights_digest(stage.checkpoint_items()))
     return LoopResult(int(step.numpy()), history, seconds, resumed_from, evaluations, timing)
+
+
+def restore_latest_intact(checkpoint, model_dir):
+    """Restores the newest checkpoint in `model_dir` that reads back whole -> its path, or
+    None when there is none. A truncated or corrupt newer one is passed over with a warning
+    naming it (it is overwritten when that step is saved again); when none reads back, the
+    error names them all rather than training from scratch over them."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    failures = []
+    for path in paths:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, ValueError, IndexError, KeyError, AssertionError) as e:
+            failures.append(f"{path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+            logging.warning("checkpoint %s is unreadable; trying the one before it: %s",
+                            path, failures[-1])
+    if failures:
+        raise RuntimeError(f"no checkpoint in {model_dir} reads back: {'; '.join(failures)}. "
+                           "Move the directory aside to start this stage afresh.")
+    return None
 
 
 def _train(stage, make_dataset, strategy, config, step, manager, summary_dir,
