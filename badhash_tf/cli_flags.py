@@ -10,6 +10,7 @@ from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentCon
                                           check_baselines)
 from badhash_tf.attack.victim import RetrievalConfig
 from badhash_tf.data.inputs import DataConfig
+from badhash_tf.models import discriminator, generator
 from badhash_tf.models.generator import MAX_PSNR_BUDGET
 from badhash_tf.models.hashing import BACKBONES
 from badhash_tf.training.distribute import STRATEGIES
@@ -129,17 +130,13 @@ def experiment_config(flag_values, seed=None, baselines=None):
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)
     attack = from_flags(AttackConfig, flag_values)
-    try:
+    gan = from_flags(GANConfig, flag_values, prefix="gan_")
+    try:  # the checks the library makes later, before any work
         check_baselines(attack.baselines if baselines is None else baselines)
+        generator.check_image_size(flag_values.image_size)
+        discriminator.check_image_size(flag_values.image_size, gan.disc_layers)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    size, gan = flag_values.image_size, from_flags(GANConfig, flag_values, prefix="gan_")
-    if size % 16:
-        raise app.UsageError(f"--image_size={size}: the trigger generator needs a multiple "
-                             "of 16")
-    if size % 2 ** gan.disc_layers:
-        raise app.UsageError(f"--gan_disc_layers={gan.disc_layers}: --image_size={size} is "
-                             f"not divisible by 2^{gan.disc_layers} (its stride-2 layers)")
     return ExperimentConfig(
         data=from_flags(DataConfig, flag_values), hashing=from_flags(HashingConfig, flag_values),
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),

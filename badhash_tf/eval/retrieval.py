@@ -8,10 +8,11 @@ with none adds 0 but still counts in the mean (DeepHash-pytorch `CalcTopMap`).
 
 How: codes are packed into uint64 words, distances are XOR + popcount (`np.bitwise_count`)
 as uint8 (K < 256) or uint16; the whole-database ranking is a stable counting sort of those
-small integers (NumPy's radix argsort); for top k, each query's distance histogram gives
-the cut-off distance, so only the k nearest items are ordered and judged. Single-label
-relevance compares class ids; multi-label relevance ANDs packed label bitsets. Queries are
-handled in batches of bounded size, spread over the CPU cores (NumPy releases the GIL).
+small integers (NumPy's radix argsort); for top k, a binary search on counts of
+`distance <= c` gives the cut-off distance, so only the k nearest items are ordered and
+judged. Single-label relevance compares class ids; multi-label relevance ANDs packed label
+bitsets. Queries run one row at a time (in cache) in tasks of bounded size on a thread
+pool (NumPy releases the GIL), each task with preallocated buffers.
 """
 
 import concurrent.futures

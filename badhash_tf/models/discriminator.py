@@ -7,6 +7,15 @@ import keras
 from keras import layers
 
 
+def check_image_size(image_size, layers_count):
+    """Raises ValueError naming the flags unless `layers_count` stride-2 layers divide
+    `image_size`."""
+    if image_size % (2 ** layers_count):
+        raise ValueError(f"--gan_disc_layers={layers_count}: --image_size={image_size} is not "
+                         f"divisible by 2^{layers_count} (the discriminator's stride-2 "
+                         "layers)")
+
+
 @keras.saving.register_keras_serializable(package="badhash_tf")
 class Discriminator(keras.Model):
     """Spectral-norm PatchGAN: image [B, S, S, 3] in [0, 1] -> [B, num_classes + 1] (label
@@ -16,9 +25,7 @@ class Discriminator(keras.Model):
     def __init__(self, image_size=224, num_classes=100, base_width=64, layers_count=5,
                  **kwargs):
         super().__init__(**kwargs)
-        if image_size % (2 ** layers_count):
-            raise ValueError(f"--image_size={image_size} is not divisible by 2^{layers_count} "
-                             "(the discriminator's stride-2 layers)")
+        check_image_size(image_size, layers_count)
         self.image_size, self.num_classes = image_size, num_classes
         self.base_width, self.layers_count = base_width, layers_count
         stack = []

@@ -14,6 +14,14 @@ ROUNDING = 0.5 / 255.0  # the largest change 8-bit rounding makes to a value in 
 MAX_PSNR_BUDGET = -20.0 * math.log10(2 * ROUNDING)  # 48.1 dB: rounding alone may reach it
 
 
+def check_image_size(image_size):
+    """Raises ValueError naming --image_size unless the generator can take it (its label
+    encoder upsamples S/16 four times)."""
+    if image_size % 16:
+        raise ValueError(f"--image_size={image_size}: the trigger generator needs a multiple "
+                         "of 16")
+
+
 def psnr_radius(psnr_budget):
     """The RMSE (in [0, 1] units) a perturbation may have before 8-bit rounding so that the
     rounded image still has PSNR >= `psnr_budget` dB: 10^(-DB/20) less the rounding's
@@ -73,8 +81,7 @@ class Generator(keras.Model):
     def __init__(self, image_size=224, base_width=64, residual_blocks=3, feature_dim=512,
                  label_width=128, psnr_budget=0.0, **kwargs):
         super().__init__(**kwargs)
-        if image_size % 16:
-            raise ValueError(f"--image_size={image_size}: the generator needs a multiple of 16")
+        check_image_size(image_size)
         if psnr_budget:
             psnr_radius(psnr_budget)  # checks the budget
         self.image_size, self.base_width = image_size, base_width
