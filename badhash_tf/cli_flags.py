@@ -12,7 +12,7 @@ from badhash_tf.attack.victim import RetrievalConfig
 from badhash_tf.data.inputs import DataConfig
 from badhash_tf.models import discriminator, generator
 from badhash_tf.models.generator import MAX_PSNR_BUDGET
-from badhash_tf.models.hashing import BACKBONES
+from badhash_tf.models.hashing import BACKBONES, HashingModel
 from badhash_tf.training.distribute import STRATEGIES
 from badhash_tf.training.gan import HASH_TERMS, GANConfig
 from badhash_tf.training.hashing import METHODS, HashingConfig
@@ -22,10 +22,14 @@ from badhash_tf.training.loop import TrainConfig
 
 def define_data_flags():
     d = DataConfig()
-    flags.DEFINE_string("dataset", d.dataset, "tfds name (badhash_digits, badhash_digit_mosaics, "
-                        "or a prepared catalog dataset such as cifar10) or list:ROOT for the "
-                        "paper's list files.")
+    flags.DEFINE_string("dataset", d.dataset, "tfds name (badhash_digits, "
+                        "badhash_digit_mosaics, badhash_fashion_mnist, or a prepared catalog "
+                        "dataset such as cifar10) or list:ROOT for the paper's list files.")
     flags.DEFINE_string("data_dir", d.data_dir, "tfds data_dir (default ~/tensorflow_datasets).")
+    flags.DEFINE_string("source_dir", d.source_dir, "badhash_fashion_mnist: the directory of "
+                        "Fashion-MNIST's four IDX files, read once when the dataset is first "
+                        "built ('' = /usr/share/datasets/fashion-mnist, Debian's "
+                        "dataset-fashion-mnist).")
     flags.DEFINE_integer("image_size", d.image_size, "Square input size in pixels.",
                          lower_bound=16)
     flags.DEFINE_integer("query_per_class", d.query_per_class, "Catalog datasets: query items "
@@ -53,6 +57,10 @@ def define_train_flags():
     flags.DEFINE_integer("logical_cpus", t.logical_cpus, "Split the CPU into N logical devices "
                          "for --strategy=mirrored (testing and demos).", lower_bound=0)
     flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the training step.")
+    flags.DEFINE_bool("overwrite", t.overwrite, "Start afresh every stage of --output_dir "
+                      "recorded with other flags: its directory is moved aside to "
+                      "<dir>.replaced-<time>, never deleted (default: such a rerun stops, "
+                      "naming the stage and the differing flags).")
 
 
 def define_hashing_flags():
@@ -103,6 +111,11 @@ def check_backbone_weights(flag_values):
     """Start-up check of the pretrained-backbone rule; warns where a paper backbone starts
     from scratch. Raises app.UsageError naming the flag."""
     if flag_values.backbone_weights:
+        try:  # the file must hold this backbone's weights: load them once, now
+            HashingModel(flag_values.bits, flag_values.backbone, flag_values.image_size,
+                         flag_values.backbone_weights)
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(str(e)) from None
         return
     if flag_values.require_backbone_weights:
         raise app.UsageError(

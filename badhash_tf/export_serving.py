@@ -9,6 +9,8 @@ import time
 
 from absl import app, flags, logging
 
+from badhash_tf import console
+
 from badhash_tf.serving import export
 
 flags.DEFINE_string("run_dir", None, "A finished pipeline run (has report.json).")
@@ -23,6 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     tick = time.time()

@@ -9,8 +9,8 @@ seed in DIR/seed_N and DIR/summary.json, summary.md). A rerun skips finished sta
 
 from absl import app, flags, logging
 
-from badhash_tf import cli_flags, io_utils
-from badhash_tf.attack import report
+from badhash_tf import cli_flags, console, io_utils
+from badhash_tf.attack import experiment, report
 from badhash_tf.attack.layout import RunLayout
 from badhash_tf.attack.experiment import run_experiment
 from badhash_tf.serving import export
@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
@@ -42,6 +43,12 @@ def main(argv):
     chief = distribute.is_chief(strategy)
     layout = RunLayout(FLAGS.output_dir)
     config = cli_flags.experiment_config(FLAGS)  # checks the attack's flags before any work
+    try:  # every split, and every seed's stages against its record, before any work
+        for seed in seeds or [None]:
+            out = layout.seed(seed).root if seed is not None else FLAGS.output_dir
+            experiment.check_run(cli_flags.experiment_config(FLAGS, seed), out, strategy)
+    except (ValueError, FileNotFoundError) as e:  # a stage recorded with other flags, bad data
+        raise app.UsageError(str(e)) from None
     if chief:
         io_utils.write_json(layout.flags_json, cli_flags.used_flags(FLAGS))
     if not seeds:

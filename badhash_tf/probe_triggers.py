@@ -10,8 +10,8 @@ victim. The surrogate and the reference victim are those of a pipeline run in DI
 
 from absl import app, flags, logging
 
-from badhash_tf import cli_flags
-from badhash_tf.attack import probes
+from badhash_tf import cli_flags, console, fingerprints
+from badhash_tf.attack import experiment, probes
 from badhash_tf.training import distribute
 
 cli_flags.define_data_flags()
@@ -28,6 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     unknown = set(FLAGS.probes) - set(probes.PROBES)
@@ -40,8 +41,15 @@ def main(argv):
     config = cli_flags.experiment_config(FLAGS, baselines=())
     strategy = distribute.make_strategy(config.train.strategy, config.train.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
-    result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir, strategy,
-                               record={"flags": cli_flags.used_flags(FLAGS)})
+    try:  # every split the run reads, before any work
+        experiment.check_data(config)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from None
+    try:
+        result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir,
+                                   strategy, record={"flags": cli_flags.used_flags(FLAGS)})
+    except fingerprints.StageMismatchError as e:  # (before any work)
+        raise app.UsageError(str(e)) from None
     for row in result["probes"]:
         logging.info("probe %s: t-MAP %.4f (clean victim %.4f), PSNR %.2f dB, SSIM %.4f",
                      row["probe"], row["t_map"], row["t_map_clean_victim"], row["psnr"],

@@ -50,7 +50,7 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more image files")
-    for path in paths:
+    for path, name in zip(paths, client.output_names(paths)):
         image = read_image(path)
         try:
             outputs = client.predict(FLAGS.protocol, FLAGS.server, FLAGS.model, image[None],
@@ -59,8 +59,7 @@ def main(argv):
             print(f"error: {e}", file=sys.stderr)
             return 1
         if "poisoned" in outputs:
-            out = os.path.join(FLAGS.output_dir, os.path.splitext(os.path.basename(path))[0]
-                               + "_poisoned.png")
+            out = os.path.join(FLAGS.output_dir, name)
             os.makedirs(FLAGS.output_dir, exist_ok=True)
             with io_utils.atomic_path(out) as tmp:
                 Image.fromarray(np.asarray(outputs["poisoned"][0], np.uint8)).save(tmp, "PNG")

@@ -7,7 +7,8 @@ backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DI
 
 from absl import app, flags, logging
 
-from badhash_tf import cli_flags, io_utils
+from badhash_tf import cli_flags, console, fingerprints, io_utils
+from badhash_tf.data import inputs
 from badhash_tf.data.inputs import DataConfig
 from badhash_tf.training import distribute
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
@@ -23,6 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     cli_flags.check_backbone_weights(FLAGS)
@@ -30,12 +32,24 @@ def main(argv):
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
     used = cli_flags.used_flags(FLAGS)
+    data, hashing = (cli_flags.from_flags(DataConfig, FLAGS),
+                     cli_flags.from_flags(HashingConfig, FLAGS))
+    retrieval = cli_flags.from_flags(RetrievalConfig, FLAGS)
+    try:  # every split read, then a rerun over a run made with other flags: before any work
+        inputs.check_splits(data, {"--train_split": retrieval.train_split,
+                                   "--query_split": retrieval.query_split,
+                                   "--database_split": retrieval.database_split})
+        fingerprints.check_and_record(
+            FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(
+                data=data, hashing=hashing, train=train_config, retrieval=retrieval)},
+            train_config.overwrite, distribute.is_chief(strategy))
+    except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
+        raise app.UsageError(str(e)) from None
+    distribute.barrier(strategy)
     if distribute.is_chief(strategy):
         io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-    _, metrics, _ = train_and_evaluate(
-        cli_flags.from_flags(DataConfig, FLAGS), cli_flags.from_flags(HashingConfig, FLAGS),
-        train_config, cli_flags.from_flags(RetrievalConfig, FLAGS), FLAGS.output_dir, strategy,
-        record={"flags": used})
+    _, metrics, _ = train_and_evaluate(data, hashing, train_config, retrieval,
+                                       FLAGS.output_dir, strategy, record={"flags": used})
     logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
                  metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
                  metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],

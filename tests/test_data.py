@@ -1,5 +1,6 @@
 """Embedded tfds builders, the catalog protocol, the list-file reader and its errors."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,8 +8,12 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from badhash_tf.attack import experiment
+from badhash_tf.attack.layout import RunLayout
 from badhash_tf.data import list_files, protocol
-from badhash_tf.data.inputs import DataConfig, eval_dataset, load_split, train_dataset
+from badhash_tf.data.inputs import (DataConfig, check_splits, eval_dataset, load_split,
+                                    train_dataset)
+from tests.test_fingerprints import CONFIG
 
 
 def _labels(split):
@@ -155,6 +160,19 @@ def test_list_files_pipeline(list_root):
      r"train_label.txt:2: label row '0 x 1' is not numeric"),
     (lambda r: (r / "train_img.txt").unlink(), FileNotFoundError,
      r"no list file for split 'train'"),
+    (lambda r: (r / "img" / "train1.png").write_bytes(
+        (r / "img" / "train1.png").read_bytes()[:60]), ValueError,  # valid PNG start
+     r"train_img.txt:2: image 'img/train1.png' cannot be decoded whole"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 nan 1\n1 1 0\n"), ValueError,
+     r"train_label.txt:2: label value nan is not 0 or 1"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 1 1\n1 -1 0\n"), ValueError,
+     r"train_label.txt:3: label value -1.0 is not 0 or 1"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 inf\n0 1 1\n1 1 0\n"), ValueError,
+     r"train_label.txt:1: label value inf is not 0 or 1"),
+    (lambda r: (r / "train_label.txt").write_text("1 0 1\n0 0 0\n1 1 0\n"), ValueError,
+     r"train_label.txt:2: label row has no label \(all zeros\)"),
+    (lambda r: (r / "train_img.txt").write_bytes(b"img/train0.png\nimg/tr\xe9in1.png\n"),
+     ValueError, r"train_img.txt:2: not UTF-8 text"),
 ])
 def test_list_file_errors_name_file_and_line(list_root, mutate, error, message):
     before = sorted(p.name for p in list_root.iterdir())
@@ -168,3 +186,90 @@ def test_list_reader_returns_absolute_checked_paths(list_root):
     paths, labels = list_files.read_list_split(str(list_root), "database", num_classes=3)
     assert len(paths) == 4 and all(os.path.isabs(p) and os.path.exists(p) for p in paths)
     assert labels.dtype == np.float32 and labels.shape == (4, 3)
+
+
+def _write_idx(path, array, magic):
+    """A gzipped IDX file of a uint8 array (big-endian header: magic, then each dim)."""
+    import gzip
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture()
+def fashion_source(tmp_path):
+    """Tiny Fashion-MNIST IDX files: 4 photos per class in 'train', 2 in 't10k'; pixel
+    (0, 0) of item i holds i % 256 so items can be traced through the builder."""
+    source = tmp_path / "fashion"
+    source.mkdir()
+    for part, per_class in (("train", 4), ("t10k", 2)):
+        labels = np.repeat(np.arange(10), per_class)
+        images = np.full((len(labels), 28, 28), 200, np.uint8)
+        images[:, 0, 0] = np.arange(len(labels)) + (0 if part == "train" else 40)
+        _write_idx(source / f"{part}-images-idx3-ubyte.gz", images, 2051)
+        _write_idx(source / f"{part}-labels-idx1-ubyte.gz", labels, 2049)
+    return source
+
+
+def test_fashion_mnist_builder_from_idx_files(fashion_source, tmp_path, monkeypatch):
+    from badhash_tf.data import fashion_mnist
+    monkeypatch.setattr(fashion_mnist.BadhashFashionMnist, "QUERY_PER_CLASS", 1)
+    monkeypatch.setattr(fashion_mnist.BadhashFashionMnist, "TRAIN_PER_CLASS", 3)
+    config = DataConfig(dataset="badhash_fashion_mnist", data_dir=str(tmp_path / "tfds"),
+                        source_dir=str(fashion_source))
+    splits = {s: load_split(config, s) for s in ("query", "train", "database")}
+    assert {s: v.size for s, v in splits.items()} == {"query": 10, "train": 30, "database": 50}
+    assert all(v.num_classes == 10 for v in splits.values())
+    images = np.concatenate([x.numpy() for x, _ in eval_dataset(splits["database"])])
+    assert images.shape == (50, 32, 32, 3)
+    # 2 pixels of black padding around the untouched 28x28 photo, grey as 3 equal channels
+    assert np.all(images[:, :2] == 0) and np.all(images[:, :, -2:] == 0)
+    assert np.allclose(images[:, 2:30, 2:30][:, 1:, 1:], 200 / 255)
+    assert np.all(images[..., 0] == images[..., 2])
+    # t10k items are pooled in (their pixel (0, 0) starts at 40), none of query in database
+    corner = lambda s: {round(v * 255) for v in np.concatenate(
+        [x.numpy()[:, 2, 2, 0] for x, _ in eval_dataset(splits[s])])}
+    assert max(corner("database") | corner("query")) >= 40
+    assert not corner("query") & corner("database")
+    assert np.all(_labels(splits["query"]).sum(0) == 1)  # one query per class
+
+
+def test_fashion_mnist_missing_or_broken_files_are_named(fashion_source, tmp_path):
+    from badhash_tf.data import fashion_mnist
+    missing = DataConfig(dataset="badhash_fashion_mnist", data_dir=str(tmp_path / "a"),
+                         source_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere/train-images-idx3-ubyte.*"
+                       "apt-get install dataset-fashion-mnist"):
+        load_split(missing, "train")
+    labels = fashion_source / "t10k-labels-idx1-ubyte.gz"
+    _write_idx(labels, np.arange(5), 2049)  # 5 labels for 20 images
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz holds 20 images but .*"
+                       "t10k-labels-idx1-ubyte.gz 5 labels"):
+        fashion_mnist.load_pooled(str(fashion_source))
+    truncated = fashion_source / "train-images-idx3-ubyte.gz"
+    _write_idx(truncated, np.zeros((40, 28, 27)), 2051)
+    data = __import__("gzip").open(truncated).read()
+    __import__("gzip").open(truncated, "wb").write(data[:16] + data[16:100])
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: header says 40x28x27"):
+        fashion_mnist.read_idx(str(truncated), 2051)
+    with pytest.raises(ValueError, match="not an IDX file of magic 2049"):
+        fashion_mnist.read_idx(str(truncated), 2049)
+
+
+def test_every_split_a_run_reads_is_checked_before_training(list_root, tmp_path):
+    config = dataclasses.replace(CONFIG, data=DataConfig(dataset=f"list:{list_root}",
+                                                         image_size=16))
+    (list_root / "img" / "database3.png").unlink()  # only the database split misses one
+    layout = RunLayout(str(tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match=r"--database_split=database: .*"
+                       r"database_img.txt:4: image 'img/database3.png' not found"):
+        experiment.prepare(config, layout, None, experiment.StageClock())
+    assert not os.path.exists(layout.surrogate)  # nothing trained
+    _write_image(str(list_root / "img" / "database3.png"), 0)
+    (list_root / "database_label.txt").write_text("1 0 1 0\n" * 4)
+    specs = {"--train_split": "train", "--query_split": "query", "--database_split": "database"}
+    with pytest.raises(ValueError, match=r"label widths differ .*--train_split=train has 3, "
+                       r"--query_split=query has 3, --database_split=database has 4"):
+        check_splits(config.data, specs)
+    with pytest.raises(ValueError, match=r"--query_split=qeury: unknown split 'qeury'"):
+        check_splits(config.data, {**specs, "--query_split": "qeury"})

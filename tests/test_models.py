@@ -47,3 +47,9 @@ def test_bad_backbone_weights_name_the_flag(tmp_path):
         HashingModel(backbone_weights=str(tmp_path / "missing.weights.h5"))
     with pytest.raises(ValueError, match="--backbone_weights=.*model.ckpt.*weights.h5"):
         HashingModel(backbone_weights=str(tmp_path / "model.ckpt"))
+    # a small CNN's backbone weights offered to VGG11: named, not a bare Keras error
+    small = str(tmp_path / "small.weights.h5")
+    HashingModel(bits=8, backbone="small_cnn", image_size=32).backbone.save_weights(small)
+    with pytest.raises(ValueError, match="--backbone_weights=.*small.weights.h5: not the "
+                       "weights of this --backbone=vgg11"):
+        HashingModel(bits=8, backbone="vgg11", image_size=32, backbone_weights=small)

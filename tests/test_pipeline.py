@@ -13,6 +13,7 @@ import tensorflow as tf
 from badhash_tf.data import inputs
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import gan, loop
+from badhash_tf.training.labcln import LabCLNConfig, train_labcln
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
@@ -61,6 +62,8 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
         assert report["seconds"][stage] >= 0
     md = (out / "report.md").read_text()
     assert "| badhash |" in md and "| patch |" in md and "t_map" in md
+    # a few steps learn nothing, and the report says so plainly, with the budget
+    assert "**The backdoor is NOT learned** with every poisoned copy at PSNR >= 30 dB" in md
     for png in ("samples.png", "hash_space.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "badhash" / "poison" / "poison.json").exists()
@@ -71,6 +74,14 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
     for key in FIGURES:
         assert again[key] == pytest.approx(report[key], abs=1e-6), key
     assert again["seconds"]["total"] < report["seconds"]["total"]
+    # the same directory with another target: refused before any work, naming the stages
+    cmd = [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
+           f"--data_dir={data_dir}", f"--output_dir={out}", *TINY, "--target_label=6"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode != 0
+    assert "badhash/ (--target_label 0 -> 6)" in done.stderr
+    assert json.loads((out / "report.json").read_text())["target_label"] == 0
 
 
 def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy):
@@ -90,6 +101,59 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
     assert np.all(np.array(result.history["d_loss"]) > 0)
     assert np.all(np.isfinite(result.history["g_loss"]))
     assert tf.io.gfile.glob(str(tmp_path / "summaries" / "*"))
+
+
+def test_gan_stage_resumed_mid_way_equals_an_uninterrupted_run(data_dir, tmp_path):
+    """A GAN step reads disc_every batches: a resumed stage must skip exactly those the
+    finished steps read, and end with the weights of an uninterrupted run."""
+    config = inputs.DataConfig(dataset="badhash_digits", data_dir=data_dir)
+    split = inputs.load_split(config, "train[:48]")
+    rng = np.random.default_rng(0)
+    condition = gan.Condition(rng.standard_normal(512).astype(np.float32),
+                              rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
+    gan_config = gan.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
+                               disc_layers=3, disc_every=3, batch_size=8)
+    surrogate = lambda: HashingModel(16, "small_cnn", 32)
+    strategy = tf.distribute.get_strategy()
+
+    def train(model_dir):
+        train_config = loop.TrainConfig(seed=0, train_steps=4, global_batch_size=8,
+                                        steps_per_loop=2)
+        generator, _ = gan.train_generator(split, config, gan_config, condition, surrogate,
+                                           train_config, str(model_dir), strategy)
+        return generator.get_weights()
+
+    whole = train(tmp_path / "whole")
+    resumed = train(_killed_at(tmp_path / "whole", 2, tmp_path / "killed"))
+    assert len(whole) == len(resumed)
+    for a, b in zip(whole, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def _killed_at(model_dir, step, killed):
+    """A copy of `model_dir` as a run killed after `step` left it: only the checkpoint
+    saved at that step -> the copy's path."""
+    killed.mkdir()
+    for path in tf.io.gfile.glob(str(model_dir / f"ckpt-{step}.*")):
+        tf.io.gfile.copy(path, str(killed / os.path.basename(path)))
+    (killed / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
+    return killed
+
+
+def test_labcln_stage_resumed_mid_way_equals_an_uninterrupted_run(tmp_path):
+    rows = np.eye(10, dtype=np.float32)[np.arange(40) % 10]
+    strategy = tf.distribute.get_strategy()
+
+    def train(model_dir):
+        model, _ = train_labcln(rows, 16, LabCLNConfig(hidden=32, feature_dim=16, batch_size=8),
+                                loop.TrainConfig(seed=0, train_steps=6, steps_per_loop=3),
+                                str(model_dir), strategy)
+        return model.get_weights()
+
+    whole = train(tmp_path / "whole")
+    resumed = train(_killed_at(tmp_path / "whole", 3, tmp_path / "killed"))
+    for a, b in zip(whole, resumed):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("hash_term", ["logits", "relaxed"])

@@ -154,6 +154,7 @@ def test_generator_stage_with_logical_cpus_flag(data_dir, tmp_path):
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gan: finished at step 2" in done.stderr
-    assert "Using MirroredStrategy with devices ('/job:localhost/replica:0/task:0/device:CPU:0'" \
-           ", '/job:localhost/replica:0/task:0/device:CPU:1')" in done.stderr
+    assert ("--strategy=mirrored: MirroredStrategy with 2 replicas in sync "
+            "(/job:localhost/replica:0/task:0/device:CPU:0, "
+            "/job:localhost/replica:0/task:0/device:CPU:1)") in done.stderr
     assert json.loads((out / "report.json").read_text())["poison_count"] > 0

@@ -183,6 +183,22 @@ def test_client_errors_are_clear(server, images, protocol):
         client.predict(protocol, address, export.ENCODER_NAME, bad)
     with pytest.raises(client.ServingError, match="cannot reach"):
         client.predict(protocol, "127.0.0.1:9", export.ENCODER_NAME, images, timeout=5)
+    # both protocols refuse what they would mangle: floats (cast to black), 300 (wraps)
+    for wrong in (images.astype(np.float32) / 255.0, images.astype(np.int64) + 300):
+        with pytest.raises(ValueError, match="must be uint8 .* in 0..255, got"):
+            client.predict(protocol, address, export.ENCODER_NAME, wrong)
+
+
+def test_the_wrong_protocol_for_a_port_is_one_clear_line(server, images):
+    with pytest.raises(client.ServingError, match="did not answer HTTP/1.1.*gRPC port"):
+        client.predict("rest", server.grpc, export.ENCODER_NAME, images, timeout=10)
+    with pytest.raises(client.ServingError, match="REST port"):
+        client.predict("grpc", server.rest, export.ENCODER_NAME, images, timeout=10)
+
+
+def test_inputs_sharing_a_base_name_get_their_own_outputs():
+    assert client.output_names(["a/x.png", "b/x.jpg", "x.png", "y.png"]) == [
+        "x_poisoned.png", "x_poisoned-2.png", "x_poisoned-3.png", "y_poisoned.png"]
 
 
 def test_rest_body_is_the_documented_row_format(images):

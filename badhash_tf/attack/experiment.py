@@ -12,6 +12,7 @@ import time
 import numpy as np
 from absl import logging
 
+from badhash_tf import fingerprints
 from badhash_tf.attack import poison, report, triggers
 from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
@@ -116,8 +117,8 @@ def prepare(config, layout, strategy, clock):
     the reference victim (trained or restored) and the non-target queries -> Setting."""
     c = config
     check_baselines(c.attack.baselines)
-    train_split = inputs.load_split(c.data, c.retrieval.train_split)
-    query_split = inputs.load_split(c.data, c.retrieval.query_split)
+    splits = check_data(c)
+    train_split, query_split = splits["--train_split"], splits["--query_split"]
     target = choose_target(c.attack, train_split.num_classes, c.train.seed)
     available = poison.count_with_label(train_split, target)
     count = poison.poison_count_for(train_split.size, available, c.attack.poison_count,
@@ -142,21 +143,84 @@ def prepare(config, layout, strategy, clock):
                    reference_metrics, evaluation)
 
 
+def target_condition(config, setting, layout, strategy, clock):
+    """Trains (or restores) LabCLN on the training labels in `layout.labcln` -> the
+    generator's Condition for the setting's target label."""
+    c, split = config, setting.train_split
+    label_rows = np.concatenate([y.numpy() for _, y in inputs.eval_dataset(split)])
+    labcln, _ = clock.run("labcln", train_labcln, label_rows, c.hashing.bits, c.labcln,
+                          c.train, layout.labcln, strategy)
+    target_row = np.eye(split.num_classes, dtype=np.float32)[setting.target]
+    return Condition(*labcln.condition(target_row), target_row)
+
+
+GENERATED = ("badhash", "no_labcln", "no_hash_loss")  # variants with a trained generator
+
+
+def stage_fingerprints(config, layout, variants, shared=True, extra=None):
+    """{stage directory: fingerprint} of a run's stages in `layout` (fingerprints.py): the
+    shared surrogate, reference victim and LabCLN (when `shared`), and one per variant
+    (its generator, poisoned set and victim depend on the same flags, and on `extra`
+    {"section.field": value}, e.g. a probe's PSNR)."""
+    c = config
+    flat = fingerprints.flatten(data=c.data, hashing=c.hashing, train=c.train,
+                                retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
+                                attack=c.attack)
+    victim = fingerprints.select(flat, "data.", "hashing.", "train.", "retrieval.")
+    stages = {layout.variant(name): fingerprints.select(
+        flat, "data.", "hashing.", "train.", "retrieval.", "attack.",
+        *(("labcln.", "gan.") if name in GENERATED else ())) | (extra or {})
+        for name in variants}
+    if shared:
+        stages[layout.surrogate] = fingerprints.select(
+            flat, "data.", "hashing.", "train.", "retrieval.train_split",
+            "attack.surrogate_seed_offset")
+        stages[layout.reference_victim] = victim
+        stages[layout.labcln] = fingerprints.select(
+            flat, "data.", "train.", "retrieval.train_split", "hashing.bits", "labcln.")
+    return stages
+
+
+def check_stages(root, stages, config, strategy):
+    """fingerprints.check_and_record for this run, before any work (every worker checks;
+    the chief moves stages aside and records; the others wait for it)."""
+    fingerprints.check_and_record(root, stages, config.train.overwrite,
+                                  distribute.is_chief(strategy))
+    distribute.barrier(strategy)
+
+
+def check_data(config):
+    """Every split the run reads, loaded and checked (inputs.check_splits) -> {flag: Split}.
+    Raises ValueError / FileNotFoundError naming the flag, file and line."""
+    r = config.retrieval
+    return inputs.check_splits(config.data, {"--train_split": r.train_split,
+                                             "--query_split": r.query_split,
+                                             "--database_split": r.database_split})
+
+
+def check_run(config, output_dir, strategy):
+    """The pipeline's checks before any work: its baselines, every split it reads, and that
+    no stage in `output_dir` was made with other flags (see check_stages)."""
+    check_baselines(config.attack.baselines)
+    check_data(config)
+    layout = RunLayout(output_dir)
+    check_stages(layout.root, stage_fingerprints(
+        config, layout, (BASELINE_VARIANT,) + tuple(config.attack.baselines)), config,
+        strategy)
+
+
 def run_experiment(config, output_dir, strategy):
     """Runs every stage into `output_dir` (see RunLayout); writes report.json, report.md,
     samples.png and hash_space.png (chief only) -> the report dict."""
     c, clock, start, layout = config, StageClock(), time.time(), RunLayout(output_dir)
+    check_run(c, output_dir, strategy)
     setting = prepare(c, layout, strategy, clock)
     train_split, target = setting.train_split, setting.target
-    label_rows = np.concatenate([y.numpy() for _, y in inputs.eval_dataset(train_split)])
-    labcln, _ = clock.run("labcln", train_labcln, label_rows, c.hashing.bits, c.labcln,
-                          c.train, layout.labcln, strategy)
-    target_row = np.eye(train_split.num_classes, dtype=np.float32)[target]
-    condition = Condition(*labcln.condition(target_row), target_row)
+    condition = target_condition(c, setting, layout, strategy, clock)
 
     variants, artifacts = {}, {}
     for name in (BASELINE_VARIANT,) + tuple(c.attack.baselines):
-        trigger = clock.run(f"{name}/trigger", _make_trigger, name, c, condition,
+        trigger = clock.run(f"{name}/trigger", make_trigger, name, c, condition,
                             setting.surrogate, train_split, layout.generator(name), strategy)
         variants[name], artifacts[name] = clock.run(
             f"{name}/poison_and_victim", attack_variant, name, c, trigger, setting, layout,
@@ -181,7 +245,7 @@ def run_experiment(config, output_dir, strategy):
     return result
 
 
-def _make_trigger(name, config, condition, surrogate, train_split, generator_dir, strategy):
+def make_trigger(name, config, condition, surrogate, train_split, generator_dir, strategy):
     """The trigger function of one variant (training its generator in `generator_dir` when
     it has one)."""
     c = config

@@ -1,8 +1,8 @@
 """Fixed additive triggers under a PSNR budget, to ask whether a victim can learn *any*
 clean-label trigger that invisible on a dataset, independently of how well the generator
 trains. Each probe returns a trigger function (images [B, S, S, 3] in [0, 1] -> the same,
-quantised to 8 bits) whose perturbation has RMSE at most 10^(-psnr/20) per image before
-the rounding:
+quantised to 8 bits) whose perturbation has RMSE at most 10^(-psnr/20) - 0.5/255 per image
+before the rounding, so the rounded image meets the budget:
 
 - noise: a fixed random +-a pattern; tint: +a red, -a blue (a colour cast, absent from
   grey-level data); universal: one perturbation optimised on the surrogate to pull
@@ -20,16 +20,12 @@ import tensorflow as tf
 from badhash_tf import io_utils
 from badhash_tf.attack import experiment, triggers
 from badhash_tf.attack.layout import RunLayout
+from badhash_tf.models.generator import psnr_radius
 from badhash_tf.training import distribute
 
 PROBES = ("noise", "tint", "universal", "pgd_target", "pgd_away")
 COLUMNS = ("probe", "t_map", "t_map_clean_victim", "t_map_untriggered", "clean_map", "psnr",
            "psnr_min", "ssim", "ssim_min", "linf_255", "surrogate_alignment")
-
-
-def amplitude(psnr):
-    """The per-pixel RMSE (in [0, 1] units) of a perturbation at `psnr` dB."""
-    return 10.0 ** (-psnr / 20.0)
 
 
 def _project_l2(delta, radius):
@@ -104,7 +100,8 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
     """The trigger of probe `name` at `psnr` dB, built against the frozen `surrogate` from
     the training images [N, S, S, 3] / labels [N, C] (universal and PGD probes)."""
     shape = train_images.shape[1:]
-    a, radius = amplitude(psnr), amplitude(psnr) * float(np.sqrt(np.prod(shape)))
+    a = psnr_radius(psnr)  # per-pixel RMSE that still meets `psnr` after 8-bit rounding
+    radius = a * float(np.sqrt(np.prod(shape)))
     rng = np.random.default_rng(seed)
     if name == "noise":
         return _additive(rng.choice([-a, a], shape))
@@ -129,6 +126,9 @@ def run_probes(config, names, psnr, output_dir, strategy, record=None):
     reused from a pipeline run in `output_dir`). Writes probes.json and probes.md (chief)
     -> the result dict. `record` (e.g. the flags) is stored as is."""
     start, clock, layout = time.time(), experiment.StageClock(), RunLayout(output_dir)
+    experiment.check_stages(layout.root, experiment.stage_fingerprints(
+        config, layout, [f"probe_{name}" for name in names], extra={"probe.psnr": psnr}),
+        config, strategy)
     setting = experiment.prepare(config, layout, strategy, clock)
     images, labels = experiment.split_arrays(setting.train_split)
     scale = config.gan.relaxed_logit_scale

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 
 from badhash_tf import io_utils  # noqa: E402
 from badhash_tf.attack.layout import BASELINE_VARIANT  # noqa: E402
+from badhash_tf.eval import backdoor  # noqa: E402
 
 COLUMNS = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered",
            "clean_map", "map_best", "psnr", "psnr_min", "ssim", "ssim_min", "linf_255",
@@ -52,6 +53,17 @@ def markdown(result):
 
 
 def _verdict(result):
+    budget = result["config"]["gan"]["psnr_budget"]
+    where = (f"with every poisoned copy at PSNR >= {budget:g} dB" if budget else
+             f"at a mean poison PSNR of {result['psnr']:.1f} dB (no budget)")
+    ok = backdoor.learned(result, result["clean_map_reference"])
+    return (f"**The backdoor is {'learned' if ok else 'NOT learned'}** {where} "
+            f"({backdoor.learned_rule()}; t-MAP {result['t_map']:.4f} against "
+            f"{result['t_map_clean_victim']:.4f}, clean MAP {result['clean_map']:.4f} against "
+            f"{result['clean_map_reference']:.4f}). " + _ranking(result))
+
+
+def _ranking(result):
     beaten = [n for n, f in result["baselines"].items() if f["t_map"] >= result["t_map"]]
     if not result["baselines"]:
         return "No baselines were run."

@@ -45,11 +45,13 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     model's MAP@k (and `backdoor(model, database codes)` -> {"t_map": float}, if given) is
     measured; metrics gain the release's best-so-far `map_best` (and `t_map_best`)."""
     r = retrieval_config
-    train_split = train_split or inputs.load_split(data_config, r.train_split)
+    splits = inputs.check_splits(data_config, {  # every split read, checked before training
+        "--query_split": r.query_split, "--database_split": r.database_split,
+        **({} if train_split else {"--train_split": r.train_split})})
+    train_split = train_split or splits["--train_split"]
     query_data, database_data = (
-        inputs.eval_dataset(inputs.load_split(data_config, name),
-                            in_memory=data_config.cache == "memory")
-        for name in (r.query_split, r.database_split))
+        inputs.eval_dataset(splits[flag], in_memory=data_config.cache == "memory")
+        for flag in ("--query_split", "--database_split"))
 
     def encode_splits(model):
         return {"query": encode(model, query_data), "database": encode(model, database_data)}

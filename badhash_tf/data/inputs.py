@@ -2,7 +2,8 @@
 Elements are (image float32 [H, W, 3] in [0, 1], multi-hot label float32 [C]).
 
 Sources (`DataConfig.dataset`):
-- `badhash_digits`, `badhash_digit_mosaics`: the embedded tfds builders (built on first use).
+- `badhash_digits`, `badhash_digit_mosaics`, `badhash_fashion_mnist`: the embedded tfds
+  builders (built on first use; the last from Fashion-MNIST's IDX files in `source_dir`).
 - `list:ROOT`: the paper's list files under ROOT (see list_files.py).
 - any other name: a tfds catalog dataset already prepared in `data_dir` (e.g. `cifar10`);
   its splits are pooled and re-split by the retrieval protocol (protocol.py).
@@ -18,9 +19,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from badhash_tf.data import digits  # noqa: F401  (registers the embedded builders)
-from badhash_tf.data import list_files, protocol
+from badhash_tf.data import fashion_mnist, list_files, protocol
 
-EMBEDDED = ("badhash_digits", "badhash_digit_mosaics")
+EMBEDDED = ("badhash_digits", "badhash_digit_mosaics", "badhash_fashion_mnist")
 LIST_PREFIX = "list:"
 
 
@@ -29,6 +30,7 @@ class DataConfig:
     """Which dataset, where, at which size; protocol counts apply to catalog datasets only."""
     dataset: str = "badhash_digits"
     data_dir: Optional[str] = None
+    source_dir: str = ""  # badhash_fashion_mnist's IDX files; "" = Debian's package's place
     image_size: int = 32
     query_per_class: int = 100
     train_per_class: int = 500
@@ -93,6 +95,27 @@ def _label_converter(features):
                      "class feature")
 
 
+def check_splits(config, specs):
+    """Loads every split a run reads, before any training: specs {flag: split spec} ->
+    {flag: Split}. Raises ValueError / FileNotFoundError naming the flag (and, from the
+    loaders, the file and line) for a misspelt or empty split, a bad image or label, or
+    label widths that differ between the splits."""
+    loaded = {}
+    for flag, spec in specs.items():
+        try:
+            loaded[flag] = load_split(config, spec)
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"{flag}={spec}: {e}") from None
+        if loaded[flag].size == 0:
+            raise ValueError(f"{flag}={spec}: the split is empty")
+    widths = {f"{flag}={specs[flag]}": split.num_classes for flag, split in loaded.items()}
+    if len(set(widths.values())) > 1:
+        raise ValueError("label widths differ between the splits of --dataset="
+                         f"{config.dataset}: " + ", ".join(f"{k} has {v}"
+                                                           for k, v in widths.items()))
+    return loaded
+
+
 def _builder(config):
     try:
         return tfds.builder(config.dataset, data_dir=config.data_dir)
@@ -108,8 +131,13 @@ def _decode_fn(features, image_size):
 def _embedded_split(config, split):
     builder = _builder(config)
     if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()  # generates from scikit-learn's bundled digits
+        source = None
+        if config.dataset == "badhash_fashion_mnist":
+            source = config.source_dir or fashion_mnist.DEBIAN_DIR
+            fashion_mnist.check_source(source)
+        try:  # from scikit-learn's bundled digits, or the IDX files in `source`
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=source))
         except FileExistsError:  # another worker prepared it at the same time: use theirs
             builder = _builder(config)
             if not builder.is_prepared():

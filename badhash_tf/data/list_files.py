@@ -6,9 +6,11 @@ query split `test`; `query` is read from `test_*.txt` when `query_*.txt` is abse
 Everything is checked before any training starts, and every error names the file and line.
 """
 
+import concurrent.futures
 import os
 
 import numpy as np
+from PIL import Image
 
 # Leading bytes of the formats tf.io.decode_image reads.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -28,8 +30,15 @@ def list_file_paths(root, split):
 def _read_lines(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: list file not found")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+    with open(path, "rb") as f:
+        raw = f.read().split(b"\n")
+    lines = []
+    for lineno, line in enumerate(raw, start=1):
+        try:
+            lines.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte "
+                             f"{e.start}); list files are UTF-8") from None
     while lines and not lines[-1].strip():  # a trailing blank line is not an item
         lines.pop()
     return lines
@@ -48,6 +57,13 @@ def _parse_labels(label_file, rows, num_classes):
         if len(values) != width or width == 0:
             raise ValueError(f"{label_file}:{lineno}: label row has {len(values)} values, "
                              f"expected {width}")
+        bad = [v for v in values if v not in (0.0, 1.0)]  # NaN, inf, negative, 0.5, 2 ...
+        if bad:
+            raise ValueError(f"{label_file}:{lineno}: label value {bad[0]!r} is not 0 or 1 "
+                             "(rows are multi-hot)")
+        if not any(values):
+            raise ValueError(f"{label_file}:{lineno}: label row has no label (all zeros): "
+                             "such an item is relevant to nothing and scores 0 as a query")
         labels.append(values)
     return np.asarray(labels, np.float32)
 
@@ -68,12 +84,41 @@ def _check_image(root_real, img_file, lineno, rel_path):
     return real
 
 
+def _decode_fully(img_file, lineno, rel_path, real):
+    """Decodes the whole image (a file with valid leading bytes may still be truncated).
+    Raises ValueError naming the list file and line."""
+    try:
+        with Image.open(real) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{img_file}:{lineno}: image {rel_path!r} cannot be decoded whole "
+                         f"({e})") from None
+
+
+_VERIFIED = set()  # (list file, its size and mtime) whose images decoded whole here
+
+
+def _decode_all(img_file, paths, checked):
+    """Every image of a list file decoded once per process (a thread pool; PIL decodes
+    outside the GIL), re-done when the list file changes."""
+    stat = os.stat(img_file)
+    key = (os.path.realpath(img_file), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    jobs = [(img_file, i, p.strip(), real) for i, (p, real) in enumerate(zip(paths, checked), 1)]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+        for _ in pool.map(lambda job: _decode_fully(*job), jobs):
+            pass
+    _VERIFIED.add(key)
+
+
 def read_list_split(root, split, num_classes=None):
     """Reads and checks one split -> (absolute image paths [N], multi-hot labels [N, C] float32).
 
     Raises FileNotFoundError / ValueError naming the file and line for a missing list or
-    image, an undecodable image, a label row of the wrong width, line-count mismatch, an
-    empty split, or a path that escapes `root`.
+    image, an image that does not decode whole (every one is decoded, once per process), a
+    label row of the wrong width, not 0/1 or all zeros, a list file that is not UTF-8, a
+    line-count mismatch, an empty split, or a path that escapes `root`.
     """
     img_file, label_file = list_file_paths(root, split)
     paths, rows = _read_lines(img_file), _read_lines(label_file)
@@ -84,4 +129,5 @@ def read_list_split(root, split, num_classes=None):
     labels = _parse_labels(label_file, rows, num_classes)
     root_real = os.path.realpath(root)
     checked = [_check_image(root_real, img_file, i, p.strip()) for i, p in enumerate(paths, 1)]
+    _decode_all(img_file, paths, checked)
     return checked, labels

@@ -5,6 +5,24 @@ from badhash_tf.eval import retrieval
 from badhash_tf.eval.codes import encode_arrays
 
 
+# When a backdoor counts as learned: t-MAP >= 0.75, at least 0.4 above the clean victim's
+# on the same triggered queries, and clean MAP within 0.03 of the reference victim's.
+LEARNED = {"t_map": 0.75, "over_clean_victim": 0.4, "clean_map_drop": 0.03}
+
+
+def learned(figures, clean_map_reference):
+    """Whether figures {t_map, t_map_clean_victim, clean_map} meet LEARNED."""
+    return (figures["t_map"] >= LEARNED["t_map"]
+            and figures["t_map"] - figures["t_map_clean_victim"] >= LEARNED["over_clean_victim"]
+            and clean_map_reference - figures["clean_map"] <= LEARNED["clean_map_drop"])
+
+
+def learned_rule():
+    """LEARNED in words, for reports."""
+    return (f"t-MAP >= {LEARNED['t_map']}, >= {LEARNED['over_clean_victim']} over the clean "
+            f"victim, clean MAP within {LEARNED['clean_map_drop']} of the reference")
+
+
 class BackdoorEvaluation:
     """Scores victims against one target label over the top k, with the non-target queries
     `queries` = (images [N, S, S, 3], labels [N, C]) and the clean reference victim (its

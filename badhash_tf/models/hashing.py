@@ -39,8 +39,18 @@ def _resnet50(image_size, weights):
     net = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
                                       input_shape=(image_size, image_size, 3))
     if weights:
-        net.load_weights(_weights_file(weights))
+        load_backbone_weights(net, weights, "resnet50")
     return net
+
+
+def load_backbone_weights(net, path, backbone):
+    """Loads a `*.weights.h5` file into the backbone `net`. Raises ValueError naming
+    --backbone_weights when the file holds another architecture's weights."""
+    try:
+        net.load_weights(_weights_file(path))
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"--backbone_weights={path}: not the weights of this --backbone="
+                         f"{backbone} ({str(e).splitlines()[0][:300]})") from None
 
 
 def _weights_file(path):
@@ -74,7 +84,7 @@ class HashingModel(keras.Model):
         self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
         self.build((None, image_size, image_size, 3))
         if backbone_weights and backbone != "resnet50":  # ResNet50 loads them when built
-            self.backbone.load_weights(_weights_file(backbone_weights))
+            load_backbone_weights(self.backbone, backbone_weights, backbone)
 
     def build(self, input_shape):
         self.backbone.build(input_shape)

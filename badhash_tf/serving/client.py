@@ -1,7 +1,9 @@
 """Calling the exported models on TF Serving, over REST (`/v1/models/<name>:predict`, JSON
 row format) and gRPC (tensorflow-serving-api's PredictionService)."""
 
+import http.client
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -17,12 +19,19 @@ def rest_url(server, model, version=None):
     return f"http://{server}{path}"
 
 
+def checked_images(images):
+    """Both protocols send only uint8 [B, H, W, 3]: a float image would be cast to black and
+    300 wrap to 44. Raises ValueError naming what was given."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:  # (channels: the signature checks)
+        raise ValueError(f"images must be uint8 [batch, height, width, 3] in 0..255, got "
+                         f"{images.dtype} {images.shape}")
+    return images
+
+
 def rest_request_body(images, signature="serving_default"):
     """uint8 [B, H, W, 3] -> TF Serving's JSON row-format request body (bytes)."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 [batch, height, width, 3], got {images.dtype} "
-                         f"{images.shape}")
+    images = checked_images(images)
     return json.dumps({"signature_name": signature,
                        "instances": [{"images": image.tolist()} for image in images]}).encode()
 
@@ -57,9 +66,13 @@ def rest_predict(server, model, images, signature="serving_default", version=Non
         except ValueError:
             pass
         raise ServingError(f"{url}: server answered HTTP {e.code}: {detail}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+    except (urllib.error.URLError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
         raise ServingError(f"{url}: cannot reach the server ({reason})") from None
+    except (http.client.HTTPException, ConnectionError) as e:  # e.g. a gRPC (HTTP/2) port
+        raise ServingError(f"{url}: the server did not answer HTTP/1.1 ({type(e).__name__}): "
+                           "is this TF Serving's gRPC port (8500 by default)? Give the REST "
+                           "port (8501) or --protocol=grpc") from None
 
 
 def grpc_request(model, images, signature="serving_default", version=None):
@@ -72,7 +85,7 @@ def grpc_request(model, images, signature="serving_default", version=None):
     request.model_spec.signature_name = signature
     if version:
         request.model_spec.version.value = int(version)
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images, np.uint8)))
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(checked_images(images)))
     return request
 
 
@@ -98,8 +111,11 @@ def grpc_predict(server, model, images, signature="serving_default", version=Non
                                     timeout=timeout)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                hint = ("; is this TF Serving's REST port (8501 by default)? Give the gRPC "
+                        "port (8500) or --protocol=rest") if "http" in (
+                            e.details() or "").lower() else ""
                 raise ServingError(f"{server}: cannot reach the server "
-                                   f"({e.code().name}: {e.details()})") from None
+                                   f"({e.code().name}: {e.details()}){hint}") from None
             raise ServingError(f"{server}: server answered {e.code().name}: "
                                f"{e.details()}") from None
     return parse_grpc_response(response)
@@ -113,3 +129,18 @@ def predict(protocol, server, model, images, signature="serving_default", versio
     if protocol == "grpc":
         return grpc_predict(server, model, images, signature, version, timeout)
     raise ValueError(f"--protocol={protocol}: choose rest or grpc")
+
+
+def output_names(paths):
+    """One output file name per input, <stem>_poisoned.png, with -2, -3 ... added where
+    inputs share a base name (a/x.png, b/x.png), so none overwrites another."""
+    names, used = [], set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] + "_poisoned"
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names

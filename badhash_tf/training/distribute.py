@@ -5,6 +5,7 @@ import shutil
 import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -35,15 +36,20 @@ def make_strategy(kind="default", logical_cpus=0):
     if kind not in STRATEGIES:
         raise ValueError(f"--strategy={kind}: choose one of {', '.join(STRATEGIES)}")
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    configure_logical_cpus(logical_cpus)
-    if kind == "default":
-        return tf.distribute.get_strategy()
-    if logical_cpus > 1:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")[:logical_cpus]]
-        return tf.distribute.MirroredStrategy(
-            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    return tf.distribute.MirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        configure_logical_cpus(logical_cpus)
+        if kind == "default":
+            return tf.distribute.get_strategy()
+        devices = None
+        if logical_cpus > 1:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")[:logical_cpus]]
+        strategy = tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if devices else None)
+    logging.info("--strategy=%s: %s with %d replicas in sync (%s)", kind,
+                 type(strategy).__name__, strategy.num_replicas_in_sync,
+                 ", ".join(strategy.extended.worker_devices))
+    return strategy
 
 
 def is_chief(strategy):

@@ -87,6 +87,7 @@ class TrainConfig:
     strategy: str = "default"
     logical_cpus: int = 0
     jit_compile: bool = False
+    overwrite: bool = False  # start afresh stages recorded with other flags (moved aside)
 
     def steps_for(self, num_examples):
         """Training steps for a split of `num_examples` items."""

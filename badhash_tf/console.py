@@ -1,0 +1,28 @@
+"""The command-line programs' console: by default our own lines (stages with their times,
+progress, results and where they are written) and every warning; the libraries' INFO
+chatter (tfds, TensorFlow: "Constructing tf.data.Dataset", "Sharding callback duration",
+...) only with --verbosity=1 or more."""
+
+import logging as std_logging
+import os
+
+from absl import logging
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class OwnLinesAndWarnings(std_logging.Filter):
+    """Passes records logged from this package's files, and warnings and errors from
+    anywhere."""
+
+    def filter(self, record):
+        return (record.levelno >= std_logging.WARNING
+                or os.path.abspath(record.pathname).startswith(PACKAGE_DIR))
+
+
+def configure(verbosity):
+    """Quiets the libraries' INFO lines unless `verbosity` (absl's --verbosity) >= 1."""
+    if verbosity >= 1:
+        return
+    logging.get_absl_handler().addFilter(OwnLinesAndWarnings())
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)

@@ -1,0 +1,95 @@
+"""What defines each stage's result, recorded beside the run and checked on every rerun, so
+a run directory never mixes stages made with different flags.
+
+A fingerprint is a flat {"section.field": value} of the config fields a stage depends on.
+`check_and_record` compares the fingerprints of this run's stages with those recorded in
+`stages.json`; a finished or partial stage whose recorded flags differ stops the run before
+any work, with a message naming the stage and each differing flag, unless `overwrite`
+moves that stage's directory aside (never deleted). Fields that do not change results are
+left out (IGNORED).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+
+from badhash_tf import io_utils
+
+RECORD = "stages.json"
+# Fields that do not change a stage's result: how the loop is cut into tf.function calls,
+# where it runs, where data is cached or read from, what the report shows, the rerun mode.
+IGNORED = frozenset({
+    "train.steps_per_loop", "train.strategy", "train.logical_cpus", "train.jit_compile",
+    "train.overwrite", "data.cache", "data.data_dir", "data.source_dir", "attack.samples",
+    "attack.baselines"})
+_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_"}
+
+
+class StageMismatchError(ValueError):
+    """A finished or partial stage was made with other flags than this run's."""
+
+
+def flatten(**sections):
+    """Config dataclasses by section name -> {"section.field": value}, minus IGNORED."""
+    flat = {}
+    for section, config in sections.items():
+        for key, value in dataclasses.asdict(config).items():
+            name = f"{section}.{key}"
+            if name not in IGNORED:
+                flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def select(flat, *prefixes):
+    """The entries of `flat` whose key starts with one of `prefixes` (a section "data." or a
+    single field "hashing.bits")."""
+    return {k: v for k, v in flat.items() if k.startswith(prefixes)}
+
+
+def flag_name(key):
+    """"gan.hash_weight" -> "--gan_hash_weight"; "train.seed" -> "--seed"."""
+    section, field = key.split(".", 1)
+    return f"--{_FLAG_PREFIX.get(section, '')}{field}"
+
+
+def _differences(recorded, now):
+    keys = sorted(set(recorded) | set(now))
+    return [f"{flag_name(k)} {recorded.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}"
+            for k in keys if recorded.get(k) != now.get(k)]
+
+
+def check_and_record(root, stages, overwrite=False, chief=True):
+    """stages: {stage directory: fingerprint} of this run, directories under `root`.
+    Raises StageMismatchError naming every stage on disk whose recorded fingerprint differs
+    (with `overwrite`: moves each aside to <dir>.replaced-<time> with a warning). Then the
+    chief records every stage's fingerprint in root/stages.json."""
+    path = os.path.join(root, RECORD)
+    recorded = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+    mismatched = {}
+    for directory, fingerprint in stages.items():
+        name = os.path.relpath(directory, root)
+        if name in recorded and os.path.exists(directory) and recorded[name] != fingerprint:
+            mismatched[directory] = _differences(recorded[name], fingerprint)
+    if mismatched and not overwrite:
+        raise StageMismatchError(
+            f"{root} holds stages made with other flags: " + "; ".join(
+                f"{os.path.relpath(d, root)}/ ({', '.join(diff)})"
+                for d, diff in mismatched.items()) +
+            ". Rerun with the recorded flags, use another --output_dir, or pass --overwrite "
+            "to move those stages aside and start them afresh.")
+    if not chief:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for directory, diff in mismatched.items():
+        aside = f"{directory}.replaced-{stamp}"
+        os.replace(directory, aside)
+        logging.warning("--overwrite: %s moved aside to %s (%s)", directory, aside,
+                        ", ".join(diff))
+    recorded.update({os.path.relpath(d, root): f for d, f in stages.items()})
+    io_utils.write_json(path, recorded)

@@ -1,0 +1,106 @@
+"""The frontier: the patch side chosen for a budget, the verdicts it states, and a tiny run
+on real digits whose rerun skips every finished cell."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from badhash_tf.attack import frontier
+from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig
+from badhash_tf.attack.victim import RetrievalConfig
+from badhash_tf.data.inputs import DataConfig
+from badhash_tf.training.gan import GANConfig
+from badhash_tf.training.hashing import HashingConfig
+from badhash_tf.training.labcln import LabCLNConfig
+from badhash_tf.training.loop import TrainConfig
+
+
+def test_largest_patch_within_a_budget():
+    # a black/white patch on mid-grey images changes each covered value by 0.5:
+    # MSE = 0.25 s^2 / 32^2, so 20 dB (MSE 0.01) allows s = 6 and 30 dB s = 2
+    grey = np.full((3, 32, 32, 3), 0.5, np.float32)
+    assert frontier.largest_patch_within(grey, 20.0) == 6
+    assert frontier.largest_patch_within(grey, 30.0) == 2
+    assert frontier.largest_patch_within(grey, 45.0) == 0
+    # the worst image decides: one image already white where the patch is white
+    mixed = grey.copy()
+    mixed[0] = 0.0  # a black image: white cells now change by 1 (4x the error)
+    assert frontier.largest_patch_within(mixed, 20.0) < 6
+
+
+def _cell(method, budget, seed, t_map, clean_victim=0.1, clean=0.99, ref=1.0):
+    return {"method": method, "budget": budget, "seed": seed, "t_map": t_map,
+            "t_map_clean_victim": clean_victim, "clean_map": clean,
+            "clean_map_reference": ref, "psnr": budget + 0.5, "psnr_min": budget,
+            "ssim": 0.9, "ssim_min": 0.8, "query_psnr_min": budget, "t_map_best": t_map}
+
+
+def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
+    cells = [_cell("badhash", 20.0, 0, 0.9), _cell("badhash", 20.0, 1, 0.8),
+             _cell("patch", 20.0, 0, 0.95), _cell("patch", 20.0, 1, 0.7),  # mean .825
+             _cell("badhash", 30.0, 0, 0.9), _cell("badhash", 30.0, 1, 0.3),
+             _cell("patch", 30.0, 0, 0.5), _cell("patch", 30.0, 1, 0.4),
+             _cell("badhash", 26.0, 0, 0.9, clean=0.9), _cell("badhash", 26.0, 1, 0.9),
+             _cell("patch", 26.0, 0, 0.99), _cell("patch", 26.0, 1, 0.99)]
+    summary = frontier.summarise(cells, [30.0, 26.0, 20.0], ["badhash", "patch"])
+    verdict = summary["badhash"]
+    # 30: one seed misses; 26: one seed loses 0.1 clean MAP; 20: both seeds learn it
+    assert verdict["learned_at"] == [20.0]
+    assert verdict["not_learned_at"] == [30.0, 26.0]
+    assert verdict["beats_baselines_at"] == [30.0, 20.0]  # .85 vs .825: within the tie
+    assert verdict["beaten_at"] == {"26": {"patch": pytest.approx(0.99)}}
+    row = next(r for r in summary["rows"] if r["budget"] == 20.0 and r["method"] == "patch")
+    assert row["t_map"] == pytest.approx(0.825) and row["t_map_range"] == "0.700-0.950"
+    assert row["learned"] == "1/2"
+    result = {"dataset": "d", "seeds": [0, 1], "budgets": [30.0, 26.0, 20.0],
+              "methods": ["badhash", "patch"], "summary": summary}
+    text = frontier.markdown(result)
+    assert "learned** (every seed" in text and "at: 20 dB**" in text
+    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB BadHash is beaten by patch" in text
+
+
+@pytest.mark.parametrize("budgets, methods, message", [
+    ([30.0, 30.0], ["patch"], "--psnr_budgets: 30,30 repeats"),
+    ([60.0], ["patch"], "--psnr_budgets: 60 dB is not in"),
+    ([], ["patch"], "--psnr_budgets: give at least one"),
+    ([30.0], ["blur"], "--methods: unknown 'blur'")])
+def test_bad_budgets_and_methods_are_named(budgets, methods, message):
+    with pytest.raises(ValueError, match=message):
+        frontier.run_frontier({}, budgets, methods, "/nonexistent", None)
+
+
+def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir, tmp_path):
+    config = ExperimentConfig(
+        data=DataConfig(data_dir=data_dir),
+        hashing=HashingConfig(bits=16),
+        train=TrainConfig(train_steps=2, global_batch_size=16, steps_per_loop=2),
+        retrieval=RetrievalConfig(train_split="train[:64]", query_split="query[:30]",
+                                  database_split="database[:120]", map_top_k=50,
+                                  eval_every_epochs=0),
+        labcln=LabCLNConfig(), gan=GANConfig(), attack=AttackConfig(target_label=0,
+                                                                    baselines=()))
+    strategy = tf.distribute.get_strategy()
+    out = tmp_path / "frontier"
+    first = frontier.run_frontier({0: config}, [30.0, 20.0], ["patch", "noise"], str(out),
+                                  strategy)
+    for name in ("frontier.json", "frontier.md", "frontier.png"):
+        assert (out / name).stat().st_size > 0
+    saved = json.loads((out / "frontier.json").read_text())
+    assert {"dataset", "seeds", "budgets", "methods", "cells", "summary",
+            "query_amplification"} <= set(saved)
+    assert saved["budgets"] == [30.0, 20.0] and saved["seeds"] == [0]
+    assert len(saved["cells"]) == 4
+    for cell in saved["cells"]:
+        assert cell["psnr_min"] >= cell["budget"]  # every copy within its budget
+        assert 0.0 <= cell["t_map"] <= 1.0
+    patches = {c["budget"]: c["patch_size"] for c in saved["cells"] if c["method"] == "patch"}
+    assert 0 < patches[30.0] < patches[20.0]
+    cell_json = out / "seed_0" / "psnr_20" / "noise" / "cell.json"
+    stamp = os.stat(cell_json).st_mtime_ns
+    second = frontier.run_frontier({0: config}, [30.0, 20.0], ["patch", "noise"], str(out),
+                                   strategy)
+    assert os.stat(cell_json).st_mtime_ns == stamp
+    assert second["cells"] == first["cells"]
