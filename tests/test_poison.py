@@ -50,6 +50,29 @@ def test_poisoned_copies_keep_labels_and_leave_the_source_untouched(train, data_
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 
+class _KilledAfter(np.ndarray):
+    """Images whose iteration stops with an error after `n` items: a poisoning killed
+    mid-way through writing."""
+
+    def __iter__(self):
+        for i, image in enumerate(np.asarray(self)):
+            if i == 2:
+                raise KeyboardInterrupt("killed")
+            yield image
+
+
+def test_a_poisoning_killed_mid_way_leaves_nothing_and_the_rerun_is_whole(train, tmp_path):
+    images, labels, positions = poison.target_class_images(train, 3, limit=5)
+    out = tmp_path / "poison"
+    with pytest.raises(KeyboardInterrupt):
+        poison.write_poison_set(str(out), images.view(_KilledAfter), labels, positions, {})
+    assert not out.exists() and not os.listdir(tmp_path)  # no half-written set, no staging
+    poison.write_poison_set(str(out), images, labels, positions, {})
+    whole = tmp_path / "whole"
+    poison.write_poison_set(str(whole), images, labels, positions, {})
+    assert _tree_digest(out) == _tree_digest(whole)
+
+
 def test_poison_count_rules():
     assert poison.poison_count_for(1000, 100) == 100  # every target-class image
     assert poison.poison_count_for(1000, 100, count=40) == 40

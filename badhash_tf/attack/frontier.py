@@ -265,8 +265,9 @@ def frontier_png(path, result):
     top.set_ylabel("t-MAP")
     top.set_ylim(-0.02, 1.02)
     top.legend(fontsize=8)
-    top.set_title(f"{result['dataset']}: t-MAP against poison PSNR "
-                  f"({len(result['seeds'])} seeds)")
+    seeds = len(result["seeds"])
+    top.set_title(f"{result['dataset']}: t-MAP against poison PSNR ({seeds} seed"
+                  f"{'s' if seeds > 1 else ''}, queries x{result['query_amplification']:g})")
     bottom.set_ylabel("SSIM (mean over copies; band: seeds' min-max)")
     bottom.set_xlabel("poisoned copies' mean PSNR (dB); higher = less visible")
     for ax in (top, bottom):

@@ -303,8 +303,9 @@ def _check_finite(name, values, start_step, last_checkpoint):
             raise NonFiniteLossError(
                 f"{name}: {metric} became {series[bad[0]]} at step {start_step + bad[0] + 1}; "
                 f"training stopped and the last good checkpoint is kept "
-                f"({last_checkpoint or 'none saved yet'}). Lower the learning rate or check "
-                f"the input data.")
+                f"({last_checkpoint or 'none saved yet'}). Lower the learning rate (with "
+                f"--overwrite, which starts this stage afresh: its checkpoints keep the old "
+                f"rate) or check the input data.")
 
 
 class _Progress:
