@@ -180,17 +180,24 @@ def test_unknown_hash_term_is_named():
         gan.GANStage(gan.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)
 
 
-@pytest.mark.parametrize("bad,named", [
+BAD_ATTACK_FLAGS = [
     (["--baselines=blur"], "--baselines: unknown 'blur'"),
     (["--image_size=40"], "--image_size=40: the trigger generator needs a multiple of 16"),
     (["--gan_disc_layers=6"], "--gan_disc_layers=6"),
     (["--gan_psnr_budget=60"], "--gan_psnr_budget"),
-    (["--samples=0"], "--samples=0"), (["--query_amplification=0"], "--query_amplification")])
-def test_pipeline_rejects_bad_attack_flags_before_any_work(tmp_path, bad, named):
+    (["--samples=0"], "--samples=0"), (["--query_amplification=0"], "--query_amplification"),
+    (["--query_split=qeury"], "--query_split=qeury: unknown split 'qeury'")]
+
+
+def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):
     out = tmp_path / "attack"
+    cases = [["--flagfile=flags/digits.cfg", f"--data_dir={data_dir}", f"--output_dir={out}",
+              *bad] for bad, _ in BAD_ATTACK_FLAGS]
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-         f"--output_dir={out}", *bad], cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode != 0 and named in done.stderr
+        [sys.executable, "tests/flag_checks.py", "badhash_tf.pipeline", json.dumps(cases)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for (bad, named), result in zip(BAD_ATTACK_FLAGS, json.loads(done.stdout.splitlines()[-1])):
+        assert result["refused"] and named in result["message"], (bad, result)
     assert not out.exists()  # refused before any stage (or flags.json) was written

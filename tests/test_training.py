@@ -133,47 +133,52 @@ def test_train_victim_command_line(data_dir, tmp_path):
     assert max(moved) > 1e-3
 
 
-@pytest.mark.parametrize("bad,named", [
+BAD_VICTIM_FLAGS = [  # (arguments, what the message must name); the replicas case last
     (["--method=ssdh"], "--method"), (["--steps_per_loop=0"], "--steps_per_loop=0"),
     (["--bits=0"], "--bits=0"), (["--map_top_k=0"], "--map_top_k=0"),
     (["--global_batch_size=0"], "--global_batch_size=0"), (["--epochs=0"], "--epochs"),
     (["--image_size=8"], "--image_size=8"),
     (["--global_batch_size=15", "--strategy=mirrored", "--logical_cpus=2"],
-     "--global_batch_size=15 does not split over the 2 replicas")])
-def test_command_line_rejects_bad_flags_before_any_work(tmp_path, bad, named):
+     "--global_batch_size=15 does not split over the 2 replicas")]
+
+
+def test_command_line_rejects_bad_flags_before_any_work(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "out"
+    cases = [["--flagfile=flags/digits_victim.cfg", f"--output_dir={out}", *bad]
+             for bad, _ in BAD_VICTIM_FLAGS]
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.train_victim", "--flagfile=flags/digits_victim.cfg",
-         f"--output_dir={out}", *bad], cwd=root, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode != 0 and named in done.stderr
+        [sys.executable, "tests/flag_checks.py", "badhash_tf.train_victim", json.dumps(cases)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for (bad, named), result in zip(BAD_VICTIM_FLAGS, json.loads(done.stdout.splitlines()[-1])):
+        assert result["refused"] and named in result["message"], (bad, result)
     assert not out.exists()  # nothing written, nothing trained
 
 
-@pytest.mark.parametrize("program,preset", [
-    ("train_victim", "imagenet100"), ("train_victim", "nuswide"), ("train_victim", "mscoco"),
-    ("pipeline", "imagenet100_attack")])
-def test_paper_presets_parse_and_name_the_missing_dataset_root(program, preset, tmp_path):
+@pytest.mark.parametrize("program,presets", [
+    ("train_victim", ("imagenet100", "nuswide", "mscoco")), ("pipeline", ("imagenet100_attack",))])
+def test_paper_presets_parse_and_name_the_missing_dataset_root(program, presets, tmp_path):
     """The paper's presets are valid flagfiles; they require a pretrained backbone (the
     release fine-tunes ImageNet weights), and without the data they fail naming the root."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     missing = tmp_path / "no_such_root"
-    run = lambda *extra: subprocess.run(
-        [sys.executable, "-m", f"badhash_tf.{program}", f"--flagfile=flags/{preset}.cfg",
-         f"--dataset=list:{missing}", f"--output_dir={tmp_path / 'out'}", *extra],
-        cwd=root, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    done = run()
-    assert done.returncode != 0
-    assert "--backbone_weights is required" in done.stderr
-    assert not (tmp_path / "out").exists()  # refused before any work
-    if preset in ("nuswide", "mscoco"):
-        return  # (the rest takes the same path as imagenet100's)
-    done = run("--norequire_backbone_weights")
-    assert done.returncode != 0
-    assert f"dataset root {missing} not found" in done.stderr
+    common = [f"--dataset=list:{missing}", f"--output_dir={tmp_path / 'out'}"]
+    cases = [[f"--flagfile=flags/{preset}.cfg", *common] for preset in presets]
+    cases.append([f"--flagfile=flags/{presets[0]}.cfg", *common, "--norequire_backbone_weights"])
+    done = subprocess.run(
+        [sys.executable, "tests/flag_checks.py", f"badhash_tf.{program}", json.dumps(cases)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    *required, unrequired = json.loads(done.stdout.splitlines()[-1])
+    assert all(r["refused"] and "--backbone_weights is required" in r["message"]
+               for r in required)
+    assert unrequired["refused"] and f"dataset root {missing} not found" in \
+        unrequired["message"]
     assert "starts from random weights" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_tanh_scale_per_method_as_the_release():
