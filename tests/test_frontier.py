@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.attack import frontier
+from badhash_tf.attack import frontier, triggers
 from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig
 from badhash_tf.attack.victim import RetrievalConfig
 from badhash_tf.data.inputs import DataConfig
@@ -29,6 +29,11 @@ def test_largest_patch_within_a_budget():
     mixed = grey.copy()
     mixed[0] = 0.0  # a black image: white cells now change by 1 (4x the error)
     assert frontier.largest_patch_within(mixed, 20.0) < 6
+    # a patch that leaves some copy unchanged is no trigger: black images and a 1-pixel
+    # black patch (pattern seed 1's first cell is black) give none
+    assert triggers.patch_pattern(1, seed=1)[0, 0, 0] == 0
+    assert frontier.largest_patch_within(np.zeros((2, 32, 32, 3), np.float32), 30.0,
+                                         seed=1) == 0
 
 
 def _cell(method, budget, seed, t_map, clean_victim=0.1, clean=0.99, ref=1.0):

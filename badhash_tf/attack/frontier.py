@@ -34,7 +34,7 @@ TIE = 0.02  # "at least every baseline" within this
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered", "clean_map",
            "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min",
            "query_psnr", "query_psnr_min", "linf_255")
-COLUMNS = ("budget", "method", "t_map", "t_map_range", "t_map_clean_victim", "clean_map",
+COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_victim", "clean_map",
            "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min", "query_psnr_min",
            "learned")
 
@@ -69,12 +69,13 @@ def budget_layout(seed_layout, budget):
 def largest_patch_within(images, psnr_budget, seed=0):
     """The largest side of the BadNets patch (triggers.patch_pattern in the bottom-right
     corner, as triggers.patch_trigger pastes it) that keeps every image of `images`
-    [N, S, S, 3] at PSNR >= `psnr_budget` -> int, or 0 when even a 1-pixel patch breaks it."""
+    [N, S, S, 3] at PSNR >= `psnr_budget` and changes every one of them -> int, or 0 when
+    none does (e.g. a 1-pixel black patch on the digits' black corners changes nothing)."""
     size = images.shape[1]
     for side in range(size, 0, -1):
         error = np.square(triggers.patch_pattern(side, seed) - images[:, -side:, -side:])
         mse = error.sum(axis=(1, 2, 3)) / np.prod(images.shape[1:])
-        if np.all(mse <= 10.0 ** (-psnr_budget / 10.0)):
+        if np.all(mse <= 10.0 ** (-psnr_budget / 10.0)) and np.all(mse > 0):
             return side
     return 0
 
@@ -113,7 +114,7 @@ def run_cell(name, budget, config, context, layout, strategy):
             "target_label": setting.target, "poison_count": setting.count,
             "clean_map_reference": setting.reference_metrics["map_at_k"], **extra}
     if trigger is None:
-        cell["skipped"] = f"no {name} trigger meets {budget:g} dB"
+        cell["skipped"] = f"no {name} trigger meets {budget:g} dB and changes every copy"
     else:
         figures, _ = experiment.attack_variant(name, config, trigger, setting, layout,
                                                strategy)
@@ -222,8 +223,9 @@ def markdown(result):
         f"# Stealth-strength frontier: {result['dataset']}", "",
         f"Seeds {', '.join(map(str, result['seeds']))}; budgets "
         f"{', '.join(f'{b:g}' for b in result['budgets'])} dB (every poisoned copy at PSNR >= "
-        "the budget); figures are means over seeds, `t_map_range` min-max; `psnr_min`, "
-        "`ssim_min`, `query_psnr_min`: the worst image of any seed.", "",
+        "the budget); figures are means over the `seeds` that ran the method (a patch that "
+        "cannot both meet a budget and change every copy is skipped), `t_map_range` "
+        "min-max; `psnr_min`, `ssim_min`, `query_psnr_min`: the worst image of any seed.", "",
         f"**BadHash's backdoor is learned** (every seed: {backdoor.learned_rule()}) **at: "
         f"{fmt(v['learned_at'])}**; "
         f"**not learned at: {fmt(v['not_learned_at'])}**.", "",
