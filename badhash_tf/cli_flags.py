@@ -14,7 +14,7 @@ from badhash_tf.models import discriminator, generator
 from badhash_tf.models.generator import MAX_PSNR_BUDGET
 from badhash_tf.models.hashing import BACKBONES, HashingModel
 from badhash_tf.training.distribute import STRATEGIES
-from badhash_tf.training.gan import HASH_TERMS, GANConfig
+from badhash_tf.training.gan import HASH_TERMS, TARGET_CODES, GANConfig
 from badhash_tf.training.hashing import METHODS, HashingConfig
 from badhash_tf.training.labcln import LabCLNConfig
 from badhash_tf.training.loop import TrainConfig
@@ -190,6 +190,8 @@ def define_attack_flags():
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
+    flags.register_validator("gan_target_code", lambda v: v in TARGET_CODES,
+                             f"--gan_target_code: choose one of {', '.join(TARGET_CODES)}")
     flags.register_validator("gan_psnr_budget", lambda v: v == 0 or 0 < v < MAX_PSNR_BUDGET,
                              f"--gan_psnr_budget: 0 (off) or a PSNR in dB below "
                              f"{MAX_PSNR_BUDGET:.1f}")

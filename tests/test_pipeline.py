@@ -186,7 +186,8 @@ BAD_ATTACK_FLAGS = [
     (["--gan_disc_layers=6"], "--gan_disc_layers=6"),
     (["--gan_psnr_budget=60"], "--gan_psnr_budget"),
     (["--samples=0"], "--samples=0"), (["--query_amplification=0"], "--query_amplification"),
-    (["--query_split=qeury"], "--query_split=qeury: unknown split 'qeury'")]
+    (["--query_split=qeury"], "--query_split=qeury: unknown split 'qeury'"),
+    (["--gan_target_code=random"], "--gan_target_code: choose one of labcln, class_anchor")]
 
 
 def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):

@@ -118,3 +118,19 @@ def test_batches_and_threads_keep_query_order(monkeypatch):
     monkeypatch.setattr(retrieval, "_ROWS_PER_TASK", 3)  # 17 tasks over the threads
     np.testing.assert_array_equal(
         retrieval._average_precisions(*retrieval._check(q, d, ql, dl), None), whole)
+
+
+def test_class_anchor_is_the_sign_of_the_class_mean_output():
+    import keras
+    from badhash_tf.eval.codes import class_anchor
+    # a "model" whose output is each image's first pixel row (4 values): the anchor of a
+    # class is the sign of its images' mean row, other classes' images ignored
+    model = keras.Sequential([keras.layers.Input((2, 4, 1)),
+                              keras.layers.Lambda(lambda x: x[:, 0, :, 0])])
+    images = np.zeros((3, 2, 4, 1), np.float32)
+    images[0, 0, :, 0] = [1, -2, 3, -4]
+    images[1, 0, :, 0] = [1, 4, -5, -4]
+    images[2, 0, :, 0] = [-9, -9, 9, 9]  # class 1: not counted for class 0
+    labels = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    np.testing.assert_array_equal(class_anchor(model, images, labels, 0), [1, 1, -1, -1])
+    np.testing.assert_array_equal(class_anchor(model, images, labels, 1), [-1, -1, 1, 1])

@@ -17,10 +17,10 @@ from badhash_tf.attack import poison, report, triggers
 from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
 from badhash_tf.data import inputs
-from badhash_tf.eval import stealth
+from badhash_tf.eval import codes, stealth
 from badhash_tf.eval.backdoor import BackdoorEvaluation
 from badhash_tf.training import distribute
-from badhash_tf.training.gan import Condition, GANConfig, train_generator
+from badhash_tf.training.gan import TARGET_CODES, Condition, GANConfig, train_generator
 from badhash_tf.training.hashing import HashingConfig, train_hashing_model
 from badhash_tf.training.labcln import LabCLNConfig, train_labcln
 from badhash_tf.training.loop import TrainConfig
@@ -151,7 +151,13 @@ def target_condition(config, setting, layout, strategy, clock):
     labcln, _ = clock.run("labcln", train_labcln, label_rows, c.hashing.bits, c.labcln,
                           c.train, layout.labcln, strategy)
     target_row = np.eye(split.num_classes, dtype=np.float32)[setting.target]
-    return Condition(*labcln.condition(target_row), target_row)
+    feature, code = labcln.condition(target_row)
+    if c.gan.target_code not in TARGET_CODES:
+        raise ValueError(f"--gan_target_code={c.gan.target_code}: choose one of "
+                         f"{', '.join(TARGET_CODES)}")
+    if c.gan.target_code == "class_anchor":
+        code = codes.class_anchor(setting.surrogate, *split_arrays(split), setting.target)
+    return Condition(feature, code, target_row)
 
 
 GENERATED = ("badhash", "no_labcln", "no_hash_loss")  # variants with a trained generator

@@ -20,6 +20,7 @@ import tensorflow as tf
 from badhash_tf import io_utils
 from badhash_tf.attack import experiment, triggers
 from badhash_tf.attack.layout import RunLayout
+from badhash_tf.eval import codes
 from badhash_tf.models.generator import psnr_radius
 from badhash_tf.training import distribute
 
@@ -44,12 +45,6 @@ def code_alignment(surrogate, images, code, logit_scale):
     of `images` with `code` [K] (the hash term of the generator is 1 minus this)."""
     z = surrogate.hash_logits(tf.clip_by_value(images, 0.0, 1.0), training=False)
     return tf.reduce_mean(tf.tanh(logit_scale * z) * code, axis=-1)
-
-
-def surrogate_class_code(surrogate, images, labels, target):
-    """Sign of the surrogate's mean output over the target class's images -> [K] of +-1."""
-    u = surrogate.predict(images[labels[:, target] > 0], verbose=0)
-    return np.where(u.mean(0) >= 0, 1.0, -1.0).astype(np.float32)
 
 
 def universal_perturbation(surrogate, images, code, radius, logit_scale, steps=300,
@@ -107,7 +102,7 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
         return _additive(rng.choice([-a, a], shape))
     if name == "tint":
         return _additive(np.broadcast_to(np.array([a, 0.0, -a], np.float32), shape))
-    code = surrogate_class_code(surrogate, train_images, train_labels, target)
+    code = codes.class_anchor(surrogate, train_images, train_labels, target)
     if name == "universal":
         non_target = train_images[train_labels[:, target] == 0]
         return _additive(universal_perturbation(surrogate, non_target, code, radius,
@@ -132,7 +127,7 @@ def run_probes(config, names, psnr, output_dir, strategy, record=None):
     setting = experiment.prepare(config, layout, strategy, clock)
     images, labels = experiment.split_arrays(setting.train_split)
     scale = config.gan.relaxed_logit_scale
-    class_code = surrogate_class_code(setting.surrogate, images, labels, setting.target)
+    class_code = codes.class_anchor(setting.surrogate, images, labels, setting.target)
     queries = setting.evaluation.queries[0]
     alignment = lambda x: float(code_alignment(setting.surrogate, x, class_code,
                                                scale).numpy().mean())

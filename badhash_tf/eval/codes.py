@@ -17,3 +17,10 @@ def encode(model, dataset):
 def encode_arrays(model, images, labels, batch_size=256):
     """Images [N, S, S, 3] and labels [N, C] held in memory -> encode(...)."""
     return encode(model, tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size))
+
+
+def class_anchor(model, images, labels, label):
+    """The sign of `model`'s mean output over the images [N, S, S, 3] carrying `label`
+    (labels [N, C]) -> [K] of +-1: where that class sits in the model's code space."""
+    u = model.predict(images[labels[:, label] > 0], verbose=0)
+    return np.where(u.mean(0) >= 0, 1.0, -1.0).astype(np.float32)

@@ -40,9 +40,14 @@ class GANConfig:
     # > 0: every poisoned image meets this PSNR (dB), projected inside the generator, so a
     # large hash weight cannot make the trigger visible; 0: the paper's unconstrained one.
     psnr_budget: float = 0.0
+    # The code the hash term pulls toward: "labcln", LabCLN's code of the target label (the
+    # paper); "class_anchor", the surrogate's own code of the target class (the sign of its
+    # mean output over the target-class training images; not the paper's).
+    target_code: str = "labcln"
 
 
 HASH_TERMS = ("logits", "relaxed")
+TARGET_CODES = ("labcln", "class_anchor")
 
 
 @dataclasses.dataclass(frozen=True)
