@@ -43,6 +43,13 @@ def flatten(**sections):
     return flat
 
 
+def defaults(**sections):
+    """The default of every field of the given configs' classes, flattened as `flatten`
+    does: a field a newer version added counts as unchanged in a stage recorded before it
+    existed when it keeps its default."""
+    return flatten(**{name: type(config)() for name, config in sections.items()})
+
+
 def select(flat, *prefixes):
     """The entries of `flat` whose key starts with one of `prefixes` (a section "data." or a
     single field "hashing.bits")."""
@@ -55,17 +62,22 @@ def flag_name(key):
     return f"--{_FLAG_PREFIX.get(section, '')}{field}"
 
 
-def _differences(recorded, now):
+def _differences(recorded, now, default):
+    """The differing flags, as "--flag recorded -> now"; a field missing from the record
+    (added since) matches its default."""
+    recorded = {**{k: default[k] for k in now if k not in recorded and k in default},
+                **recorded}
     keys = sorted(set(recorded) | set(now))
     return [f"{flag_name(k)} {recorded.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}"
             for k in keys if recorded.get(k) != now.get(k)]
 
 
-def check_and_record(root, stages, overwrite=False, chief=True):
-    """stages: {stage directory: fingerprint} of this run, directories under `root`.
-    Raises StageMismatchError naming every stage on disk whose recorded fingerprint differs
-    (with `overwrite`: moves each aside to <dir>.replaced-<time> with a warning). Then the
-    chief records every stage's fingerprint in root/stages.json."""
+def check_and_record(root, stages, overwrite=False, chief=True, default=None):
+    """stages: {stage directory: fingerprint} of this run, directories under `root`;
+    `default`: the fields' defaults (see `defaults`). Raises StageMismatchError naming
+    every stage on disk whose recorded fingerprint differs (with `overwrite`: moves each
+    aside to <dir>.replaced-<time> with a warning). Then the chief records every stage's
+    fingerprint in root/stages.json."""
     path = os.path.join(root, RECORD)
     recorded = {}
     if os.path.exists(path):
@@ -74,8 +86,10 @@ def check_and_record(root, stages, overwrite=False, chief=True):
     mismatched = {}
     for directory, fingerprint in stages.items():
         name = os.path.relpath(directory, root)
-        if name in recorded and os.path.exists(directory) and recorded[name] != fingerprint:
-            mismatched[directory] = _differences(recorded[name], fingerprint)
+        if name in recorded and os.path.exists(directory):
+            diff = _differences(recorded[name], fingerprint, default or {})
+            if diff:
+                mismatched[directory] = diff
     if mismatched and not overwrite:
         raise StageMismatchError(
             f"{root} holds stages made with other flags: " + "; ".join(

@@ -42,7 +42,8 @@ def main(argv):
         fingerprints.check_and_record(
             FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(
                 data=data, hashing=hashing, train=train_config, retrieval=retrieval)},
-            train_config.overwrite, distribute.is_chief(strategy))
+            train_config.overwrite, distribute.is_chief(strategy), fingerprints.defaults(
+                data=data, hashing=hashing, train=train_config, retrieval=retrieval))
     except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
         raise app.UsageError(str(e)) from None
     distribute.barrier(strategy)

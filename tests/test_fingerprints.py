@@ -60,6 +60,24 @@ def test_a_changed_target_flags_the_variants_not_the_shared_stages(tmp_path):
         fingerprints.check_and_record(str(tmp_path), _stages(faster, tmp_path))
 
 
+def test_a_field_added_since_the_record_matches_while_it_keeps_its_default(tmp_path):
+    stages = _stages(CONFIG, tmp_path)
+    _make_dirs(stages)
+    old = {d: {k: v for k, v in f.items() if k != "gan.target_code"}  # an older version's
+           for d, f in stages.items()}
+    fingerprints.check_and_record(str(tmp_path), old)
+    default = fingerprints.defaults(gan=CONFIG.gan)
+    fingerprints.check_and_record(str(tmp_path), stages, default=default)  # agrees
+    anchored = dataclasses.replace(CONFIG, gan=dataclasses.replace(CONFIG.gan,
+                                                                   target_code="class_anchor"))
+    (tmp_path / fingerprints.RECORD).unlink()
+    fingerprints.check_and_record(str(tmp_path), old)  # recorded by the older version again
+    with pytest.raises(fingerprints.StageMismatchError,
+                       match="badhash/ \\(--gan_target_code 'labcln' -> 'class_anchor'\\)"):
+        fingerprints.check_and_record(str(tmp_path), _stages(anchored, tmp_path),
+                                      default=default)
+
+
 def test_flags_that_do_not_change_results_may_differ(tmp_path):
     stages = _stages(CONFIG, tmp_path)
     _make_dirs(stages)

@@ -190,8 +190,12 @@ def stage_fingerprints(config, layout, variants, shared=True, extra=None):
 def check_stages(root, stages, config, strategy):
     """fingerprints.check_and_record for this run, before any work (every worker checks;
     the chief moves stages aside and records; the others wait for it)."""
-    fingerprints.check_and_record(root, stages, config.train.overwrite,
-                                  distribute.is_chief(strategy))
+    c = config
+    fingerprints.check_and_record(root, stages, c.train.overwrite, distribute.is_chief(strategy),
+                                  fingerprints.defaults(
+                                      data=c.data, hashing=c.hashing, train=c.train,
+                                      retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
+                                      attack=c.attack))
     distribute.barrier(strategy)
 
 
