@@ -234,7 +234,8 @@ def markdown(result):
     for budget, beaten in v["beaten_at"].items():
         lines.append(f"At {budget} dB BadHash is beaten by " + ", ".join(
             f"{n} ({t:.4f})" for n, t in beaten.items()) + ".")
-    lines += ["", io_utils.markdown_table(result["summary"]["rows"], COLUMNS),
+    rows = [{**r, "budget": f"{r['budget']:g}"} for r in result["summary"]["rows"]]
+    lines += ["", io_utils.markdown_table(rows, COLUMNS),
               "`t_map_clean_victim`: the reference victim (trained on the clean set) on the "
               "same triggered queries: what the trigger does without any backdoor. "
               "Query amplification x"
