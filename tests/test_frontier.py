@@ -50,8 +50,11 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
              _cell("patch", 30.0, 0, 0.5), _cell("patch", 30.0, 1, 0.4),
              _cell("badhash", 26.0, 0, 0.9, clean=0.9), _cell("badhash", 26.0, 1, 0.9),
              _cell("patch", 26.0, 0, 0.99), _cell("patch", 26.0, 1, 0.99)]
-    summary = frontier.summarise(cells, [30.0, 26.0, 20.0], ["badhash", "patch"])
-    verdict = summary["badhash"]
+    anchored = [_cell("badhash_anchor", 20.0, 0, 0.99), _cell("badhash_anchor", 20.0, 1, 0.99)]
+    summary = frontier.summarise(cells + anchored, [30.0, 26.0, 20.0],
+                                 ["badhash", "badhash_anchor", "patch"])
+    assert summary["badhash_anchor"]["learned_at"] == [20.0]
+    verdict = summary["badhash"]  # (the other BadHash variant is no baseline of it)
     # 30: one seed misses; 26: one seed loses 0.1 clean MAP; 20: both seeds learn it
     assert verdict["learned_at"] == [20.0]
     assert verdict["not_learned_at"] == [30.0, 26.0]
@@ -61,10 +64,10 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
     assert row["t_map"] == pytest.approx(0.825) and row["t_map_range"] == "0.700-0.950"
     assert row["learned"] == "1/2"
     result = {"dataset": "d", "seeds": [0, 1], "budgets": [30.0, 26.0, 20.0],
-              "methods": ["badhash", "patch"], "summary": summary}
+              "methods": ["badhash", "badhash_anchor", "patch"], "summary": summary}
     text = frontier.markdown(result)
     assert "learned** (every seed" in text and "at: 20 dB**" in text
-    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB BadHash is beaten by patch" in text
+    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB badhash is beaten by patch" in text
 
 
 @pytest.mark.parametrize("budgets, methods, message", [
@@ -85,19 +88,25 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
         retrieval=RetrievalConfig(train_split="train[:64]", query_split="query[:30]",
                                   database_split="database[:120]", map_top_k=50,
                                   eval_every_epochs=0),
-        labcln=LabCLNConfig(), gan=GANConfig(), attack=AttackConfig(target_label=0,
-                                                                    baselines=()))
+        labcln=LabCLNConfig(hidden=32, feature_dim=16),
+        gan=GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
+                      disc_layers=3, batch_size=16),
+        attack=AttackConfig(target_label=0, baselines=()))
     strategy = tf.distribute.get_strategy()
     out = tmp_path / "frontier"
-    first = frontier.run_frontier({0: config}, [30.0, 20.0], ["patch", "noise"], str(out),
-                                  strategy)
+    methods = ["badhash_anchor", "patch", "noise"]
+    first = frontier.run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
     for name in ("frontier.json", "frontier.md", "frontier.png"):
         assert (out / name).stat().st_size > 0
     saved = json.loads((out / "frontier.json").read_text())
     assert {"dataset", "seeds", "budgets", "methods", "cells", "summary",
             "query_amplification"} <= set(saved)
     assert saved["budgets"] == [30.0, 20.0] and saved["seeds"] == [0]
-    assert len(saved["cells"]) == 4
+    assert len(saved["cells"]) == 6
+    assert (out / "seed_0" / "psnr_20" / "badhash_anchor" / "generator").is_dir()
+    record = json.loads((out / "seed_0" / "stages.json").read_text())
+    assert record["psnr_20/badhash_anchor"]["gan.target_code"] == "class_anchor"
+    assert record["psnr_20/badhash_anchor"]["gan.psnr_budget"] == 20.0
     for cell in saved["cells"]:
         assert cell["psnr_min"] >= cell["budget"]  # every copy within its budget
         assert 0.0 <= cell["t_map"] <= 1.0
@@ -105,7 +114,6 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     assert 0 < patches[30.0] < patches[20.0]
     cell_json = out / "seed_0" / "psnr_20" / "noise" / "cell.json"
     stamp = os.stat(cell_json).st_mtime_ns
-    second = frontier.run_frontier({0: config}, [30.0, 20.0], ["patch", "noise"], str(out),
-                                   strategy)
+    second = frontier.run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
     assert os.stat(cell_json).st_mtime_ns == stamp
     assert second["cells"] == first["cells"]

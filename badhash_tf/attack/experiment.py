@@ -160,7 +160,8 @@ def target_condition(config, setting, layout, strategy, clock):
     return Condition(feature, code, target_row)
 
 
-GENERATED = ("badhash", "no_labcln", "no_hash_loss")  # variants with a trained generator
+# variants with a trained generator
+GENERATED = ("badhash", "badhash_anchor", "no_labcln", "no_hash_loss")
 
 
 def stage_fingerprints(config, layout, variants, shared=True, extra=None):
