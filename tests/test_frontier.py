@@ -68,6 +68,8 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
     text = frontier.markdown(result)
     assert "learned** (every seed" in text and "at: 20 dB**" in text
     assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB badhash is beaten by patch" in text
+    alone = frontier.markdown({**result, "methods": ["badhash"]})
+    assert "No baselines were run." in alone and "at least every baseline" not in alone
 
 
 @pytest.mark.parametrize("budgets, methods, message", [

@@ -251,10 +251,12 @@ def markdown(result):
         v = result["summary"].get(name)
         if v is None:
             continue
+        ranking = (f"Its mean t-MAP is at least every baseline's (within {TIE}) at: "
+                   f"{fmt(v['beats_baselines_at'])}." if set(result["methods"]) - set(BADHASH)
+                   else "No baselines were run.")
         lines += [f"**{name}'s backdoor is learned** (every seed: {backdoor.learned_rule()}) "
                   f"**at: {fmt(v['learned_at'])}**; **not learned at: "
-                  f"{fmt(v['not_learned_at'])}**. Its mean t-MAP is at least every "
-                  f"baseline's (within {TIE}) at: {fmt(v['beats_baselines_at'])}."]
+                  f"{fmt(v['not_learned_at'])}**. {ranking}"]
         lines += [f"At {budget} dB {name} is beaten by " + ", ".join(
             f"{n} ({t:.4f})" for n, t in beaten.items()) + "."
             for budget, beaten in v["beaten_at"].items()]
