@@ -2,8 +2,10 @@
 
 Per seed the surrogate, LabCLN and reference victim are trained once (`seed_N/`); per
 budget (`seed_N/psnr_B/`) each method poisons the target class within the budget and a
-victim trains on it: BadHash with the budgeted generator, its no_hash_loss ablation, the
-BadNets patch with the largest side that keeps every copy within the budget, fixed noise,
+victim trains on it: BadHash with the budgeted generator (badhash: LabCLN's target code as
+the paper; badhash_anchor: the surrogate's own code of the target class), its no_hash_loss
+ablation, the BadNets patch with the largest side that keeps every copy within the budget
+and changes it, fixed noise,
 and per-image PGD on the surrogate toward the target class's code (pgd_target) and away
 toward a random code (pgd_away). Each (seed, budget, method) cell is written to
 `cell.json` in its directory and skipped when a rerun finds it.
