@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench fashion-data clean-venv
+.PHONY: demo test bench bench-defenses fashion-data clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ demo: $(VENV)/.installed fashion-data
 
 test: $(VENV)/.installed fashion-data
 	$(PY) -m pytest -q
+
+# The backdoor bench on the digits at the demo's operating point: BadHash, the patch and
+# the four CIBA variants in one pipeline run, then every defense on each of them.
+BENCH_DIR ?= runs/bench
+bench-defenses: $(VENV)/.installed
+	$(PY) -m badhash_tf.pipeline --flagfile=flags/digits.cfg \
+	  --baselines=patch,ciba_tri,ciba_tri_noise,ciba_tri_adv,ciba --export_base= \
+	  --output_dir=$(BENCH_DIR)
+	$(PY) -m badhash_tf.defend --run_dir=$(BENCH_DIR)
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_retrieval.py

@@ -6,6 +6,7 @@ import dataclasses
 
 from absl import app, flags, logging
 
+from badhash_tf.attack import ciba
 from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentConfig,
                                           check_baselines)
 from badhash_tf.attack.victim import RetrievalConfig
@@ -148,6 +149,7 @@ def experiment_config(flag_values, seed=None, baselines=None):
         check_baselines(attack.baselines if baselines is None else baselines)
         generator.check_image_size(flag_values.image_size)
         discriminator.check_image_size(flag_values.image_size, gan.disc_layers)
+        ciba.patch_side(flag_values.image_size, flag_values.ciba_patch_size)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     return ExperimentConfig(
@@ -155,6 +157,7 @@ def experiment_config(flag_values, seed=None, baselines=None):
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),
         labcln=from_flags(LabCLNConfig, flag_values, prefix="labcln_"),
         gan=from_flags(GANConfig, flag_values, prefix="gan_"),
+        ciba=from_flags(ciba.CIBAConfig, flag_values, prefix="ciba_"),
         attack=dataclasses.replace(attack, baselines=tuple(
             attack.baselines if baselines is None else baselines)))
 
@@ -188,6 +191,7 @@ def define_attack_flags():
                              "--query_amplification must be > 0")
     _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN")
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
+    _define_prefixed(ciba.CIBAConfig(), "ciba_", "CIBA")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
     flags.register_validator("gan_target_code", lambda v: v in TARGET_CODES,

@@ -25,7 +25,7 @@ IGNORED = frozenset({
     "train.steps_per_loop", "train.strategy", "train.logical_cpus", "train.jit_compile",
     "train.overwrite", "data.cache", "data.data_dir", "data.source_dir", "attack.samples",
     "attack.baselines"})
-_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_"}
+_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_", "ciba": "ciba_"}
 
 
 class StageMismatchError(ValueError):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from badhash_tf.attack import ciba
 from badhash_tf.data import inputs
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import gan, loop
@@ -20,7 +21,7 @@ TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
         "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
         "--steps_per_loop=2", "--map_top_k=100", "--target_label=0", "--labcln_hidden=64",
         "--samples=4", "--gan_batch_size=16", "--gan_psnr_budget=30",
-        "--query_amplification=2"]
+        "--query_amplification=2", "--ciba_patch_steps=10", "--ciba_perturbation_steps=3"]
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "clean_map", "map_best", "psnr",
            "ssim", "linf")
 
@@ -44,20 +45,25 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
     assert report["target_label"] == 0 and report["poison_count"] > 0
     assert report["poison_rate"] == pytest.approx(
         report["poison_count"] / (report["train_size"] + report["poison_count"]))
-    assert set(report["baselines"]) == {"patch", "no_labcln", "no_hash_loss"}
+    assert set(report["baselines"]) == {"patch", "no_labcln", "no_hash_loss", "ciba_tri",
+                                        "ciba_tri_noise", "ciba_tri_adv", "ciba"}
     for figures in [report] + list(report["baselines"].values()):
         assert all(0.0 <= figures[k] <= 1.0 for k in ("t_map", "t_map_clean_victim",
                                                      "clean_map"))
         assert figures["t_map_best"] >= figures["t_map"]  # best over periodic evaluations
         assert figures["map_best"] >= figures["clean_map"]
         assert figures["psnr_min"] <= figures["psnr"] and figures["ssim_min"] <= figures["ssim"]
-        assert figures["query_amplification"] == 2 and figures["query_psnr"] > 0
+        assert figures["query_psnr"] > 0
         assert -1.0 <= figures["ssim"] <= 1.0
         assert figures["psnr"] > 0
     for name in ("no_labcln", "no_hash_loss"):  # every generator meets the budget
         assert report["baselines"][name]["psnr_min"] >= 30
     assert report["psnr_min"] >= 30
     assert report["baselines"]["patch"]["linf_255"] == pytest.approx(255.0, abs=1)
+    for name, figures in report["baselines"].items():  # CIBA's queries: the patch alone
+        assert figures["query_amplification"] == (1 if name.startswith("ciba") else 2)
+    # the same optimised patch on the same queries, whatever each variant adds to its copies
+    assert len({report["baselines"][n]["query_psnr"] for n in ciba.VARIANTS}) == 1
     for stage in ("surrogate", "labcln", "reference_victim", "badhash/trigger"):
         assert report["seconds"][stage] >= 0
     md = (out / "report.md").read_text()
@@ -82,6 +88,39 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
     assert done.returncode != 0
     assert "badhash/ (--target_label 0 -> 6)" in done.stderr
     assert json.loads((out / "report.json").read_text())["target_label"] == 0
+    _check_defend(out)
+
+
+def _check_defend(run):
+    """`defend` on the tiny run: every defense on every variant, the files, a rerun skips."""
+    cmd = [sys.executable, "-m", "badhash_tf.defend", f"--run_dir={run}",
+           "--finetune_epochs=1", "--clean_fraction=0.25", "--strip_blends=4"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run / "defenses" / "defenses.json").read_text())
+    assert set(result["variants"]) == {"badhash", "patch", "no_labcln", "no_hash_loss",
+                                       "ciba_tri", "ciba_tri_noise", "ciba_tri_adv", "ciba"}
+    report = json.loads((run / "report.json").read_text())
+    for name, figures in result["variants"].items():
+        undefended = report if name == "badhash" else report["baselines"][name]
+        assert figures["undefended"]["t_map"] == pytest.approx(undefended["t_map"], abs=1e-6)
+        assert figures["undefended"]["clean_map"] == pytest.approx(undefended["clean_map"],
+                                                                   abs=1e-6)
+        for defense in ("jpeg", "blur", "resize", "bit_depth", "spectral", "clustering",
+                        "finetune", "fine_pruning"):
+            assert 0.0 <= figures[defense]["t_map"] <= 1.0, (name, defense)
+            assert 0.0 <= figures[defense]["clean_map"] <= 1.0, (name, defense)
+        for defense in ("spectral", "clustering", "strip"):
+            assert 0.0 <= figures[defense]["auroc"] <= 1.0
+        assert figures["spectral"]["removed"] >= 0.15 * (64 + report["poison_count"])
+        assert figures["fine_pruning"]["pruned_after_finetune"] == 38  # 0.3 x 128
+    md = (run / "defenses" / "defenses.md").read_text()
+    assert "## t-MAP" in md and "| ciba_tri_noise |" in md and "Detection AUROC" in md
+    assert (run / "defenses" / "defenses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env=env)
+    assert again.returncode == 0 and "finished earlier, skipped" in again.stderr
 
 
 def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy):

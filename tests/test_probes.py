@@ -12,7 +12,7 @@ import pytest
 
 from badhash_tf.attack import experiment, probes
 from badhash_tf.data import inputs
-from badhash_tf.eval import stealth
+from badhash_tf.eval import codes, stealth
 from badhash_tf.models.generator import psnr_radius
 from badhash_tf.models.hashing import HashingModel
 
@@ -62,8 +62,8 @@ def test_pgd_moves_the_surrogate_toward_its_code(digits, surrogate):
     code = np.where(np.arange(16) % 2 == 0, 1.0, -1.0).astype(np.float32)
     trigger = probes.pgd_trigger(surrogate, code, radius=psnr_radius(30.0) * np.sqrt(
         32 * 32 * 3), logit_scale=1.0, steps=20)
-    before = probes.code_alignment(surrogate, images, code, 1.0).numpy()
-    after = probes.code_alignment(surrogate, trigger(images), code, 1.0).numpy()
+    before = codes.code_alignment(surrogate, images, code, 1.0).numpy()
+    after = codes.code_alignment(surrogate, trigger(images), code, 1.0).numpy()
     assert after.mean() > before.mean() + 0.05
 
 
@@ -75,8 +75,8 @@ def test_universal_perturbation_is_one_pattern_in_the_ball(digits, surrogate):
                                           batch_size=16, learning_rate=0.05)
     assert delta.shape == (32, 32, 3)
     assert np.sqrt(np.sum(delta ** 2)) <= radius + 1e-5
-    before = probes.code_alignment(surrogate, images, code, 1.0).numpy().mean()
-    after = probes.code_alignment(surrogate, images + delta, code, 1.0).numpy().mean()
+    before = codes.code_alignment(surrogate, images, code, 1.0).numpy().mean()
+    after = codes.code_alignment(surrogate, images + delta, code, 1.0).numpy().mean()
     assert after > before
 
 

@@ -12,8 +12,10 @@ import time
 import numpy as np
 from absl import logging
 
-from badhash_tf import fingerprints
-from badhash_tf.attack import poison, report, triggers
+from badhash_tf import choices, fingerprints
+from badhash_tf import io_utils
+from badhash_tf.attack import ciba, poison, report, triggers
+from badhash_tf.attack.ciba import CIBAConfig
 from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
 from badhash_tf.data import inputs
@@ -25,16 +27,16 @@ from badhash_tf.training.hashing import HashingConfig, train_hashing_model
 from badhash_tf.training.labcln import LabCLNConfig, train_labcln
 from badhash_tf.training.loop import TrainConfig
 
-BASELINES = ("patch", "no_labcln", "no_hash_loss")
+# the paper's baselines, then CIBA (BMVC 2023) and its ablations as peer attacks
+BASELINES = ("patch", "no_labcln", "no_hash_loss") + ciba.VARIANTS
+VARIANT_JSON = "variant.json"  # a finished variant: its config, target and figures
+TRIGGERED_QUERIES = "triggered_queries.npz"  # its triggered queries, for defenses
 
 
 def check_baselines(names):
     """Raises ValueError naming --baselines when a name is not a baseline (checked before
     any training)."""
-    unknown = [name for name in names if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"--baselines: unknown {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(BASELINES)}")
+    choices.check_choices("--baselines", names, BASELINES, allow_empty=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ExperimentConfig:
     labcln: LabCLNConfig
     gan: GANConfig
     attack: AttackConfig
+    ciba: CIBAConfig = CIBAConfig()
 
 
 def choose_target(config, num_classes, seed):
@@ -172,12 +175,13 @@ def stage_fingerprints(config, layout, variants, shared=True, extra=None):
     c = config
     flat = fingerprints.flatten(data=c.data, hashing=c.hashing, train=c.train,
                                 retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
-                                attack=c.attack)
+                                attack=c.attack, ciba=c.ciba)
     victim = fingerprints.select(flat, "data.", "hashing.", "train.", "retrieval.")
+    own = lambda name: (("labcln.", "gan.") if name in GENERATED else
+                        ("ciba.",) if name in ciba.VARIANTS else ())
     stages = {layout.variant(name): fingerprints.select(
-        flat, "data.", "hashing.", "train.", "retrieval.", "attack.",
-        *(("labcln.", "gan.") if name in GENERATED else ())) | (extra or {})
-        for name in variants}
+        flat, "data.", "hashing.", "train.", "retrieval.", "attack.", *own(name))
+        | (extra or {}) for name in variants}
     if shared:
         stages[layout.surrogate] = fingerprints.select(
             flat, "data.", "hashing.", "train.", "retrieval.train_split",
@@ -196,7 +200,7 @@ def check_stages(root, stages, config, strategy):
                                   fingerprints.defaults(
                                       data=c.data, hashing=c.hashing, train=c.train,
                                       retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
-                                      attack=c.attack))
+                                      attack=c.attack, ciba=c.ciba))
     distribute.barrier(strategy)
 
 
@@ -231,11 +235,12 @@ def run_experiment(config, output_dir, strategy):
 
     variants, artifacts = {}, {}
     for name in (BASELINE_VARIANT,) + tuple(c.attack.baselines):
-        trigger = clock.run(f"{name}/trigger", make_trigger, name, c, condition,
-                            setting.surrogate, train_split, layout.generator(name), strategy)
+        trigger, query_trigger = clock.run(f"{name}/trigger", make_trigger, name, c,
+                                           condition, setting, layout.generator(name),
+                                           strategy)
         variants[name], artifacts[name] = clock.run(
             f"{name}/poison_and_victim", attack_variant, name, c, trigger, setting, layout,
-            strategy)
+            strategy, query_trigger)
 
     evaluation, count = setting.evaluation, setting.count
     result = {
@@ -256,13 +261,18 @@ def run_experiment(config, output_dir, strategy):
     return result
 
 
-def make_trigger(name, config, condition, surrogate, train_split, generator_dir, strategy):
-    """The trigger function of one variant (training its generator in `generator_dir` when
-    it has one)."""
-    c = config
+def make_trigger(name, config, condition, setting, generator_dir, strategy):
+    """The trigger functions of one variant -> (poison trigger, query trigger or None for
+    the poison trigger amplified by --query_amplification), training its generator in
+    `generator_dir` when it has one."""
+    c, surrogate, train_split = config, setting.surrogate, setting.train_split
     if name == "patch":
         size = c.attack.patch_size or max(1, c.data.image_size // 8)
-        return triggers.patch_trigger(c.data.image_size, size, seed=c.train.seed)
+        return triggers.patch_trigger(c.data.image_size, size, seed=c.train.seed), None
+    if name in ciba.VARIANTS:  # queries carry the optimised patch alone
+        return ciba.make_triggers(
+            name, c.ciba, surrogate, *split_arrays(train_split), setting.target,
+            c.data.image_size, c.train.seed)
     gan = c.gan
     if name == "no_labcln":  # a fixed random feature and target code instead of LabCLN's
         rng = np.random.default_rng(c.train.seed + 7)
@@ -273,13 +283,15 @@ def make_trigger(name, config, condition, surrogate, train_split, generator_dir,
         gan = dataclasses.replace(gan, hash_weight=0.0)
     generator, _ = train_generator(train_split, c.data, gan, condition, lambda: surrogate,
                                    c.train, generator_dir, strategy)
-    return triggers.generator_trigger(generator, condition.feature)
+    return triggers.generator_trigger(generator, condition.feature), None
 
 
-def attack_variant(name, config, trigger, setting, layout, strategy):
+def attack_variant(name, config, trigger, setting, layout, strategy, query_trigger=None):
     """Poisons the setting's target-class images with `trigger` into `layout.poison(name)`,
     trains the victim on the poisoned split in `layout.victim(name)`, evaluates ->
-    (figures, artifacts)."""
+    (figures, artifacts). Queries get `query_trigger`, or `trigger` amplified by
+    --query_amplification when None. The chief leaves the triggered queries and
+    variant.json (config, target, figures) in the variant's directory, for `defend`."""
     c = config
     originals, labels, positions = setting.target_images
     poison_dir = layout.poison(name)
@@ -291,7 +303,9 @@ def attack_variant(name, config, trigger, setting, layout, strategy):
     poisoned_split = poison.load_poison_set(poison_dir)
     poisoned, _ = split_arrays(poisoned_split)
     evaluation = setting.evaluation
-    query_trigger = triggers.amplified(trigger, c.attack.query_amplification)
+    amplification = c.attack.query_amplification if query_trigger is None else 1.0
+    if query_trigger is None:
+        query_trigger = triggers.amplified(trigger, amplification)
     triggered = triggers.apply(query_trigger, evaluation.queries[0])
     victim, metrics, codes = train_and_evaluate(
         c.data, c.hashing, c.train, c.retrieval, layout.victim(name), strategy,
@@ -301,7 +315,22 @@ def attack_variant(name, config, trigger, setting, layout, strategy):
     figures, space = evaluation.figures(triggered, victim, codes, metrics)
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
     queries = stealth.stealth_metrics(evaluation.queries[0], triggered)
-    return ({**figures, **stealth.stealth_metrics(originals, poisoned),
-             **{f"query_{k}": queries[k] for k in ("psnr", "psnr_min", "ssim", "ssim_min")},
-             "query_amplification": c.attack.query_amplification},
-            {"samples": samples, "space": space})
+    figures = {**figures, **stealth.stealth_metrics(originals, poisoned),
+               **{f"query_{k}": queries[k] for k in ("psnr", "psnr_min", "ssim", "ssim_min")},
+               "query_amplification": amplification}
+    if distribute.is_chief(strategy):
+        write_variant(layout.variant(name), name, config, setting, triggered, figures)
+    return figures, {"samples": samples, "space": space}
+
+
+def write_variant(directory, name, config, setting, triggered, figures):
+    """A finished variant's record for later stages (`defend`): its triggered non-target
+    queries as 8-bit images with their labels, and variant.json (name, target label,
+    poisoned count, the run's config, the undefended figures)."""
+    labels = setting.evaluation.queries[1]
+    io_utils.save_npz(os.path.join(directory, TRIGGERED_QUERIES),
+                      images=np.round(triggered * 255.0).astype(np.uint8), labels=labels)
+    io_utils.write_json(os.path.join(directory, VARIANT_JSON), {
+        "variant": name, "target_label": setting.target, "poison_count": setting.count,
+        "train_size": setting.train_split.size, "config": dataclasses.asdict(config),
+        "figures": figures})

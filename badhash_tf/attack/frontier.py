@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
-from badhash_tf import io_utils  # noqa: E402
+from badhash_tf import choices, io_utils  # noqa: E402
 from badhash_tf.attack import experiment, probes, triggers  # noqa: E402
 from badhash_tf.attack.layout import RunLayout  # noqa: E402
 from badhash_tf.eval import backdoor, codes  # noqa: E402
@@ -46,12 +46,7 @@ COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_vic
 
 def check_methods(names):
     """Raises ValueError naming --methods when a name is not a frontier method."""
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"--methods: unknown {', '.join(map(repr, unknown))}; choose from "
-                         f"{', '.join(METHODS)}")
-    if not names:
-        raise ValueError("--methods: give at least one method")
+    choices.check_choices("--methods", names, METHODS)
 
 
 def check_budgets(budgets):
@@ -91,10 +86,10 @@ def method_trigger(name, budget, config, context, generator_dir, strategy):
     c, setting = config, context["setting"]
     if name in BADHASH + ("no_hash_loss",):
         condition = context["anchor_condition" if name == "badhash_anchor" else "condition"]
-        return experiment.make_trigger("badhash" if name in BADHASH else name,
-                                       method_config(c, budget, name), condition,
-                                       setting.surrogate, setting.train_split, generator_dir,
-                                       strategy), {}
+        trigger, _ = experiment.make_trigger("badhash" if name in BADHASH else name,
+                                             method_config(c, budget, name), condition,
+                                             setting, generator_dir, strategy)
+        return trigger, {}
     if name == "patch":
         side = largest_patch_within(setting.target_images[0], budget, c.train.seed)
         if not side:

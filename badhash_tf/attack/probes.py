@@ -21,6 +21,7 @@ from badhash_tf import io_utils
 from badhash_tf.attack import experiment, triggers
 from badhash_tf.attack.layout import RunLayout
 from badhash_tf.eval import codes
+from badhash_tf.eval.codes import code_alignment
 from badhash_tf.models.generator import psnr_radius
 from badhash_tf.training import distribute
 
@@ -38,13 +39,6 @@ def _project_l2(delta, radius):
 def _additive(delta):
     delta = tf.constant(delta, tf.float32)
     return triggers.trigger_function(lambda images: triggers.quantize(images + delta))
-
-
-def code_alignment(surrogate, images, code, logit_scale):
-    """Mean of tanh(s z) * code over bits [B]: the relaxed agreement of the surrogate's code
-    of `images` with `code` [K] (the hash term of the generator is 1 minus this)."""
-    z = surrogate.hash_logits(tf.clip_by_value(images, 0.0, 1.0), training=False)
-    return tf.reduce_mean(tf.tanh(logit_scale * z) * code, axis=-1)
 
 
 def universal_perturbation(surrogate, images, code, radius, logit_scale, steps=300,

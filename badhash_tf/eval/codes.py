@@ -24,3 +24,10 @@ def class_anchor(model, images, labels, label):
     (labels [N, C]) -> [K] of +-1: where that class sits in the model's code space."""
     u = model.predict(images[labels[:, label] > 0], verbose=0)
     return np.where(u.mean(0) >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def code_alignment(surrogate, images, code, logit_scale):
+    """Mean of tanh(s z) * code over bits [B]: the relaxed agreement of the surrogate's code
+    of `images` with `code` [K] (the hash term of the generator is 1 minus this)."""
+    z = surrogate.hash_logits(tf.clip_by_value(images, 0.0, 1.0), training=False)
+    return tf.reduce_mean(tf.tanh(logit_scale * z) * code, axis=-1)

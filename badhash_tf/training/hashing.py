@@ -38,16 +38,20 @@ class HashingStage(loop.Stage):
 
     name = "hashing"
 
-    def __init__(self, config, num_classes, image_size, global_batch_size, epoch_size):
+    def __init__(self, config, num_classes, image_size, global_batch_size, epoch_size,
+                 initialize=None):
         if config.method not in METHODS:
             raise ValueError(f"--method={config.method}: choose one of {', '.join(METHODS)}")
         self.config, self.num_classes = config, num_classes
         self.image_size, self.global_batch_size = image_size, global_batch_size
         self.epoch_size = epoch_size  # training items per epoch
+        self.initialize = initialize  # model -> None, before training (e.g. fine-tuning)
 
     def build(self):
         c = self.config
         self.model = HashingModel(c.bits, c.backbone, self.image_size, c.backbone_weights)
+        if self.initialize:
+            self.initialize(self.model)
         self.optimizer = optimizers.make_optimizer(c.optimizer, c.learning_rate)
         self.optimizer.build(self.model.trainable_variables)
         centers = losses.hash_centers(self.num_classes, c.bits, c.center_seed)
@@ -91,12 +95,13 @@ class HashingStage(loop.Stage):
 
 
 def train_hashing_model(train_split, data_config, config, train_config, model_dir, strategy,
-                        evaluate=None, evaluate_every_epochs=0):
+                        evaluate=None, evaluate_every_epochs=0, initialize=None):
     """Trains (or resumes) a hashing model on `train_split` -> (HashingModel, LoopResult).
     `evaluate(model)` -> {figure: float}, when given, runs every `evaluate_every_epochs`
-    epochs (the release evaluates every 5 and reports the best)."""
+    epochs (the release evaluates every 5 and reports the best). `initialize(model)`, when
+    given, sets the new model's weights before training (a checkpoint restores over it)."""
     stage = HashingStage(config, train_split.num_classes, data_config.image_size,
-                         train_config.global_batch_size, train_split.size)
+                         train_config.global_batch_size, train_split.size, initialize)
     make_dataset = lambda start: inputs.train_dataset(
         train_split, data_config, train_config.global_batch_size, train_config.seed, start)
     every = 0

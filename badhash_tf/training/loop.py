@@ -184,7 +184,9 @@ def restore_latest_intact(checkpoint, model_dir):
     failures = []
     for path in paths:
         try:
-            checkpoint.restore(path).assert_existing_objects_matched()
+            # (expect_partial: a reader may restore part of what was saved, e.g. the model
+            # without its optimizer)
+            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
             return path
         except (tf.errors.OpError, ValueError, IndexError, KeyError, AssertionError) as e:
             failures.append(f"{path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")

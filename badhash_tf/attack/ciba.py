@@ -1,0 +1,150 @@
+"""CIBA (Gao et al., BMVC 2023: clean-label backdoor on deep hashing) and its ablations, as
+peer attacks in the pipeline's harness.
+
+The trigger is a patch pasted into the bottom-right corner, optimised on the attacker's
+surrogate so that any image carrying it hashes to the target class's anchor code (the
+sign of the surrogate's mean code of that class). Each poisoned copy of a target-class
+image also carries an L-inf "confusing" perturbation (8/255 by default) that pushes its
+code away from the anchor and disperses the copies' codes from one another, so the victim
+cannot fit the copies by their natural features and must rely on the patch. Queries carry the patch only. Variants (`VARIANTS`):
+`ciba_tri` the patch alone; `ciba_tri_noise` patch + uniform noise of the same L-inf;
+`ciba_tri_adv` patch + an adversarial perturbation away from each image's own code (no
+anchor); `ciba` patch + the confusing perturbation (the full attack).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from badhash_tf.attack import triggers
+from badhash_tf.eval import codes
+
+VARIANTS = ("ciba_tri", "ciba_tri_noise", "ciba_tri_adv", "ciba")
+PAPER_PATCH = (24, 224)  # the paper's patch side at its image size
+
+
+@dataclasses.dataclass(frozen=True)
+class CIBAConfig:
+    """patch_size 0: the paper's 24/224 of the image side. epsilon: the perturbation's
+    L-inf in pixel levels (of 255). logit_scale: the relaxed code tanh(s z) optimised."""
+    patch_size: int = 0
+    epsilon: float = 8.0
+    patch_steps: int = 300
+    patch_learning_rate: float = 0.05
+    perturbation_steps: int = 20
+    logit_scale: float = 0.1
+
+
+def patch_side(image_size, patch_size=0):
+    """The patch side in pixels: `patch_size`, or the paper's 24/224 of the image side."""
+    side = patch_size or max(1, round(image_size * PAPER_PATCH[0] / PAPER_PATCH[1]))
+    if not 0 < side <= image_size:
+        raise ValueError(f"--ciba_patch_size={side} must be in 1..{image_size}")
+    return side
+
+
+def paste(images, patch):
+    """Images [B, S, S, 3] with `patch` [s, s, 3] in their bottom-right corner."""
+    size, side = tf.shape(images)[1], tf.shape(patch)[0]
+    padded = tf.pad(patch, [[size - side, 0], [size - side, 0], [0, 0]])
+    mask = tf.pad(tf.ones_like(patch[..., :1]), [[size - side, 0], [size - side, 0], [0, 0]])
+    return images * (1.0 - mask) + padded * mask
+
+
+def optimise_patch(surrogate, images, anchor, side, config, seed=0, batch_size=64):
+    """The targeted adversarial patch [side, side, 3] in [0, 1] (8-bit levels): Adam on
+    sigmoid-parametrised pixels, maximising the surrogate's relaxed agreement with
+    `anchor` [K] over batches of `images` [N, S, S, 3] carrying it."""
+    rng = np.random.default_rng(seed)
+    logits = tf.Variable(tf.random.stateless_normal((side, side, 3), (seed, 17)) * 0.1)
+    optimizer = keras.optimizers.Adam(config.patch_learning_rate)
+    anchor = tf.constant(anchor, tf.float32)
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            patched = paste(batch, tf.sigmoid(logits))
+            loss = -tf.reduce_mean(codes.code_alignment(surrogate, patched, anchor,
+                                                         config.logit_scale))
+        optimizer.apply_gradients([(tape.gradient(loss, logits), logits)])
+
+    for _ in range(config.patch_steps):
+        step(tf.constant(images[rng.integers(0, len(images), min(batch_size, len(images)))]))
+    return triggers.quantize(tf.sigmoid(logits)).numpy()
+
+
+def confusing_perturbation(surrogate, patch, epsilon, steps, logit_scale, away=None):
+    """images [B, S, S, 3] -> images + delta (8-bit levels), |delta| <= epsilon (in [0, 1]
+    units), by sign-gradient steps of epsilon / 4 on the surrogate's relaxed codes t of the
+    *patched* images. With `away` [K] (CIBA's anchor), the confusing objective: lower each
+    copy's agreement with the anchor and the copies' mutual agreement (the paper's
+    intra-class dispersion; the batch is dispersed together). With `away` None (the
+    ablation without the anchor), an untargeted adversarial push: lower each copy's
+    agreement with its own clean code."""
+    fixed = None if away is None else tf.constant(away, tf.float32)
+
+    def objective(relaxed, own):
+        if fixed is None:
+            return tf.reduce_sum(tf.reduce_mean(relaxed * own, axis=-1))
+        n, bits = tf.cast(tf.shape(relaxed)[0], tf.float32), tf.cast(tf.shape(relaxed)[1],
+                                                                    tf.float32)
+        gram = tf.matmul(relaxed, relaxed, transpose_b=True) / bits
+        mutual = (tf.reduce_sum(gram) - tf.linalg.trace(gram)) / tf.maximum(n - 1.0, 1.0)
+        return tf.reduce_sum(tf.reduce_mean(relaxed * fixed, axis=-1)) + mutual
+
+    @triggers.trigger_function
+    def perturb(images):
+        own = tf.sign(surrogate.hash_logits(images, training=False))
+        delta = tf.zeros_like(images)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(delta)
+                x = tf.clip_by_value(images + delta, 0.0, 1.0)
+                relaxed = tf.tanh(logit_scale * surrogate.hash_logits(paste(x, patch),
+                                                                      training=False))
+                loss = objective(relaxed, own)
+            delta = tf.clip_by_value(delta - 0.25 * epsilon * tf.sign(tape.gradient(
+                loss, delta)), -epsilon, epsilon)
+        return triggers.quantize(images + delta)
+
+    return perturb
+
+
+def uniform_noise(epsilon, seed=0):
+    """images -> images + U(-epsilon, epsilon) noise (8-bit levels), seeded per call."""
+
+    @triggers.trigger_function
+    def noisy(images):
+        noise = tf.random.stateless_uniform(tf.shape(images), (seed, 29), -epsilon, epsilon)
+        return triggers.quantize(images + noise)
+
+    return noisy
+
+
+def make_triggers(variant, config, surrogate, train_images, train_labels, target, image_size,
+                  seed=0):
+    """CIBA variant `variant` -> (poison trigger, query trigger): the patch
+    is optimised on the non-target training images [N, S, S, 3] (labels [N, C]) toward the
+    target class's anchor; the poisoned copies get the variant's perturbation, then the
+    patch; queries the patch alone."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown CIBA variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
+    side = patch_side(image_size, config.patch_size)
+    non_target = train_images[train_labels[:, target] == 0]
+    patch = tf.constant(optimise_patch(surrogate, non_target, anchor, side, config, seed))
+    epsilon = config.epsilon / 255.0
+    perturb = {"ciba_tri": None,
+               "ciba_tri_noise": uniform_noise(epsilon, seed),
+               "ciba_tri_adv": confusing_perturbation(surrogate, patch, epsilon,
+                                                      config.perturbation_steps,
+                                                      config.logit_scale),
+               "ciba": confusing_perturbation(surrogate, patch, epsilon,
+                                              config.perturbation_steps, config.logit_scale,
+                                              away=anchor)}[variant]
+    query = triggers.trigger_function(lambda images: paste(images, patch))
+    poison = query if perturb is None else triggers.trigger_function(
+        lambda images: paste(perturb(images), patch))
+    return poison, query
