@@ -19,6 +19,8 @@ d = harness.DefenseConfig()
 flags.DEFINE_string("run_dir", None, "A finished pipeline or frontier run directory.")
 flags.DEFINE_list("defenses", list(harness.DEFENSES), "Defenses to run: "
                   f"{', '.join(harness.DEFENSES)}.")
+flags.DEFINE_list("variants", [], "Attack variants to defend, as paths under --run_dir "
+                  "(badhash, ciba, seed_0/psnr_20/patch, ...); default every finished one.")
 flags.DEFINE_string("output_dir", "", "Where the results go (default RUN_DIR/defenses).")
 flags.DEFINE_integer("jpeg_quality", d.jpeg_quality, "jpeg: re-encoding quality.",
                      lower_bound=1, upper_bound=100)
@@ -53,7 +55,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir, "defenses")
     try:  # unknown defenses, a run without the needed stages: before any work
-        variants = harness.check_run_dir(FLAGS.run_dir, FLAGS.defenses, output_dir)
+        variants = harness.check_run_dir(FLAGS.run_dir, FLAGS.defenses, output_dir,
+                                         FLAGS.variants)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     logging.info("%d attack variants under %s; defenses %s", len(variants), FLAGS.run_dir,
@@ -61,7 +64,7 @@ def main(argv):
     config = cli_flags.from_flags(harness.DefenseConfig, FLAGS)
     io_utils.write_json(os.path.join(output_dir, "flags.json"), cli_flags.used_flags(FLAGS))
     harness.run_defenses(FLAGS.run_dir, FLAGS.defenses, config, output_dir,
-                         distribute.make_strategy("default"))
+                         distribute.make_strategy("default"), FLAGS.variants)
     logging.info("-> %s/defenses.md, %s/defenses.png", output_dir, output_dir)
 
 

@@ -132,4 +132,6 @@ def test_defend_refuses_bad_input_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="variant badhash lacks its victim checkpoint, "
                                          "victim codes, triggered queries, poisoned set"):
         harness.check_run_dir(str(tmp_path), ["jpeg", "spectral"], str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--variants: unknown 'cbia'; choose from badhash"):
+        harness.check_run_dir(str(tmp_path), ["jpeg"], str(tmp_path / "out"), ["cbia"])
     assert not os.path.exists(tmp_path / "out")

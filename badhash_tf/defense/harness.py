@@ -81,9 +81,10 @@ def find_variants(run_dir, skip=()):
     return sorted(found)
 
 
-def check_run_dir(run_dir, names, output_dir):
-    """The variant directories `defend` will read, each with what `names` need, before any
-    work -> [directory]. Raises ValueError naming --run_dir and the missing stage."""
+def check_run_dir(run_dir, names, output_dir, only=()):
+    """The variant directories `defend` will read (those named in `only`, paths relative to
+    `run_dir`, or all), each with what `names` need, before any work -> [directory].
+    Raises ValueError naming --run_dir (or --variants) and the missing stage."""
     check_defenses(names)
     if not os.path.isdir(run_dir):
         raise ValueError(f"--run_dir={run_dir}: no such directory")
@@ -92,6 +93,10 @@ def check_run_dir(run_dir, names, output_dir):
         raise ValueError(f"--run_dir={run_dir}: no finished attack variant "
                          f"({experiment.VARIANT_JSON}) under it; run `badhash_tf.pipeline` "
                          "or `badhash_tf.frontier` into it first")
+    if only:
+        by_name = {os.path.relpath(d, run_dir): d for d in variants}
+        choices.check_choices("--variants", only, tuple(by_name))
+        variants = [by_name[name] for name in only]
     for directory in variants:
         needs = {"victim checkpoint": tf.train.latest_checkpoint(os.path.join(directory,
                                                                                "victim")),
@@ -291,11 +296,12 @@ class Defender:
         return figures
 
 
-def run_defenses(run_dir, names, config, output_dir, strategy, record=None):
-    """Every defense in `names` on every finished variant under `run_dir` into
-    `output_dir`; writes defenses.json, defenses.md and defenses.png -> the result."""
+def run_defenses(run_dir, names, config, output_dir, strategy, only=(), record=None):
+    """Every defense in `names` on every finished variant under `run_dir` (or those in
+    `only`) into `output_dir`; writes defenses.json, defenses.md and defenses.png -> the
+    result."""
     start = time.time()
-    directories = check_run_dir(run_dir, names, output_dir)
+    directories = check_run_dir(run_dir, names, output_dir, only)
     variants = {}
     for i, directory in enumerate(directories):
         variant = load_variant(directory, run_dir)
