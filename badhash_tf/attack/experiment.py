@@ -12,8 +12,7 @@ import time
 import numpy as np
 from absl import logging
 
-from badhash_tf import choices, fingerprints
-from badhash_tf import io_utils
+from badhash_tf import choices, fingerprints, io_utils
 from badhash_tf.attack import ciba, poison, report, triggers
 from badhash_tf.attack.ciba import CIBAConfig
 from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
