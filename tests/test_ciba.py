@@ -89,9 +89,11 @@ def test_variants_poison_and_query_as_described(digits, surrogate):
     config = dataclasses.replace(CONFIG, patch_steps=5, perturbation_steps=3)
     outside = np.ones((32, 32, 1), bool)
     outside[-6:, -6:] = False
+    patch, anchor = ciba.target_patch(config, surrogate, images, labels, target, 32)
+    assert patch.shape == (6, 6, 3)
+    assert np.array_equal(anchor, codes.class_anchor(surrogate, images, labels, target))
     for variant in ciba.VARIANTS:
-        poison, query = ciba.make_triggers(variant, config, surrogate, images, labels, target,
-                                           32)
+        poison, query = ciba.make_triggers(variant, config, surrogate, patch, anchor)
         poisoned, queried = poison(mine).numpy(), query(mine).numpy()
         assert poisoned.shape == mine.shape == queried.shape
         # queries carry the patch alone; the copies the same patch
@@ -103,4 +105,4 @@ def test_variants_poison_and_query_as_described(digits, surrogate):
         else:
             assert 0.0 < change <= 8.0 / 255.0 + 1e-6, variant
     with pytest.raises(ValueError, match="unknown CIBA variant 'cbia'"):
-        ciba.make_triggers("cbia", config, surrogate, images, labels, target, 32)
+        ciba.make_triggers("cbia", config, surrogate, patch, anchor)

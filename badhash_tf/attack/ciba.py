@@ -6,7 +6,8 @@ surrogate so that any image carrying it hashes to the target class's anchor code
 sign of the surrogate's mean code of that class). Each poisoned copy of a target-class
 image also carries an L-inf "confusing" perturbation (8/255 by default) that pushes its
 code away from the anchor and disperses the copies' codes from one another, so the victim
-cannot fit the copies by their natural features and must rely on the patch. Queries carry the patch only. Variants (`VARIANTS`):
+cannot fit the copies by their natural features and must rely on the patch. Queries
+carry the patch only. Variants (`VARIANTS`):
 `ciba_tri` the patch alone; `ciba_tri_noise` patch + uniform noise of the same L-inf;
 `ciba_tri_adv` patch + an adversarial perturbation away from each image's own code (no
 anchor); `ciba` patch + the confusing perturbation (the full attack).
@@ -123,28 +124,30 @@ def uniform_noise(epsilon, seed=0):
     return noisy
 
 
-def make_triggers(variant, config, surrogate, train_images, train_labels, target, image_size,
-                  seed=0):
-    """CIBA variant `variant` -> (poison trigger, query trigger): the patch
-    is optimised on the non-target training images [N, S, S, 3] (labels [N, C]) toward the
-    target class's anchor; the poisoned copies get the variant's perturbation, then the
-    patch; queries the patch alone."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown CIBA variant {variant!r}; choose from {', '.join(VARIANTS)}")
+def target_patch(config, surrogate, train_images, train_labels, target, image_size, seed=0):
+    """The patch every CIBA variant of a run shares -> (patch [s, s, 3], anchor [K]):
+    optimised on the non-target training images [N, S, S, 3] (labels [N, C]) toward the
+    target class's anchor."""
     anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
     side = patch_side(image_size, config.patch_size)
     non_target = train_images[train_labels[:, target] == 0]
-    patch = tf.constant(optimise_patch(surrogate, non_target, anchor, side, config, seed))
-    epsilon = config.epsilon / 255.0
-    perturb = {"ciba_tri": None,
-               "ciba_tri_noise": uniform_noise(epsilon, seed),
-               "ciba_tri_adv": confusing_perturbation(surrogate, patch, epsilon,
-                                                      config.perturbation_steps,
-                                                      config.logit_scale),
-               "ciba": confusing_perturbation(surrogate, patch, epsilon,
-                                              config.perturbation_steps, config.logit_scale,
-                                              away=anchor)}[variant]
+    return optimise_patch(surrogate, non_target, anchor, side, config, seed), anchor
+
+
+def make_triggers(variant, config, surrogate, patch, anchor, seed=0):
+    """CIBA variant `variant` with the run's `patch` and `anchor` (target_patch) ->
+    (poison trigger, query trigger): the poisoned copies get the variant's perturbation,
+    then the patch; queries the patch alone."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown CIBA variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    patch, epsilon = tf.constant(patch), config.epsilon / 255.0
     query = triggers.trigger_function(lambda images: paste(images, patch))
-    poison = query if perturb is None else triggers.trigger_function(
-        lambda images: paste(perturb(images), patch))
-    return poison, query
+    if variant == "ciba_tri":
+        return query, query
+    if variant == "ciba_tri_noise":
+        perturb = uniform_noise(epsilon, seed)
+    else:  # ciba: away from the anchor and dispersed; ciba_tri_adv: away from own codes
+        perturb = confusing_perturbation(surrogate, patch, epsilon, config.perturbation_steps,
+                                         config.logit_scale,
+                                         away=anchor if variant == "ciba" else None)
+    return triggers.trigger_function(lambda images: paste(perturb(images), patch)), query

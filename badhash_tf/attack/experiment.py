@@ -104,7 +104,7 @@ class Setting:
     """What every variant of a run shares: the training split, the target label, the
     number of poisoned copies and the target-class images they come from (images, labels,
     positions in the split), the attacker's surrogate, the reference victim's metrics and
-    the evaluation harness."""
+    the evaluation harness; the CIBA patch once a CIBA variant has made it."""
     train_split: inputs.Split
     target: int
     count: int
@@ -112,6 +112,7 @@ class Setting:
     surrogate: object
     reference_metrics: dict
     evaluation: BackdoorEvaluation
+    ciba_patch: tuple = None  # (patch, anchor) shared by the CIBA variants, made once
 
 
 def prepare(config, layout, strategy, clock):
@@ -269,9 +270,11 @@ def make_trigger(name, config, condition, setting, generator_dir, strategy):
         size = c.attack.patch_size or max(1, c.data.image_size // 8)
         return triggers.patch_trigger(c.data.image_size, size, seed=c.train.seed), None
     if name in ciba.VARIANTS:  # queries carry the optimised patch alone
-        return ciba.make_triggers(
-            name, c.ciba, surrogate, *split_arrays(train_split), setting.target,
-            c.data.image_size, c.train.seed)
+        if setting.ciba_patch is None:
+            setting.ciba_patch = ciba.target_patch(c.ciba, surrogate, *split_arrays(train_split),
+                                                   setting.target, c.data.image_size,
+                                                   c.train.seed)
+        return ciba.make_triggers(name, c.ciba, surrogate, *setting.ciba_patch, c.train.seed)
     gan = c.gan
     if name == "no_labcln":  # a fixed random feature and target code instead of LabCLN's
         rng = np.random.default_rng(c.train.seed + 7)

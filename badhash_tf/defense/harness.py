@@ -9,6 +9,7 @@ skipped on rerun; OUT/defenses.json, defenses.md and defenses.png gather them.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -171,11 +172,13 @@ class Defender:
     """What the defender holds for one variant: the clean query split, the (poisoned)
     training split with which items are copies, and a small clean subset."""
 
-    def __init__(self, variant, config, output_dir, strategy):
+    def __init__(self, variant, config, output_dir, strategy, arrays):
+        """`arrays(data config, split)` -> (images, labels): the splits, loaded once for
+        every variant that shares them."""
         v, self.v, self.config, self.strategy = variant, variant, config, strategy
         self.output_dir = output_dir
-        self.queries = experiment.split_arrays(inputs.load_split(v.data, v.retrieval.query_split))
-        clean = experiment.split_arrays(inputs.load_split(v.data, v.retrieval.train_split))
+        self.queries = arrays(v.data, v.retrieval.query_split)
+        clean = arrays(v.data, v.retrieval.train_split)
         self.clean_train = clean
         rng = np.random.default_rng(config.seed)
         size = max(2, round(config.clean_fraction * len(clean[0])))
@@ -302,12 +305,14 @@ def run_defenses(run_dir, names, config, output_dir, strategy, only=(), record=N
     result."""
     start = time.time()
     directories = check_run_dir(run_dir, names, output_dir, only)
+    arrays = functools.lru_cache(maxsize=None)(
+        lambda data, split: experiment.split_arrays(inputs.load_split(data, split)))
     variants = {}
     for i, directory in enumerate(directories):
         variant = load_variant(directory, run_dir)
         logging.info("variant %d/%d: %s (target %d)", i + 1, len(directories), variant.name,
                      variant.target)
-        defender = Defender(variant, config, output_dir, strategy)
+        defender = Defender(variant, config, output_dir, strategy, arrays)
         variants[variant.name] = {"variant": variant.record["variant"],
                                   "target_label": variant.target,
                                   "undefended": defender.undefended(),
