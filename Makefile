@@ -54,7 +54,7 @@ demo: $(VENV)/.installed fashion-data
 	  "frontier.png"
 
 test: $(VENV)/.installed fashion-data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist=worksteal
 
 # The backdoor bench on the digits at the demo's operating point: BadHash, the patch and
 # the four CIBA variants in one pipeline run, then every defense on each of them.

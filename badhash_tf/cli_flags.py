@@ -189,9 +189,11 @@ def define_attack_flags():
                        "be less invisible than the poisoned copies; 1 = the same trigger).")
     flags.register_validator("query_amplification", lambda v: v > 0,
                              "--query_amplification must be > 0")
-    _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN")
-    _define_prefixed(GANConfig(), "gan_", "Generator/discriminator")
-    _define_prefixed(ciba.CIBAConfig(), "ciba_", "CIBA")
+    _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN", "the release's value")
+    _define_prefixed(GANConfig(), "gan_", "Generator/discriminator",
+                     "the release's value; options beyond the paper: off or its behaviour")
+    _define_prefixed(ciba.CIBAConfig(), "ciba_", "CIBA", "the CIBA paper's patch size and "
+                     "epsilon; the optimisation steps and rates are ours")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
     flags.register_validator("gan_target_code", lambda v: v in TARGET_CODES,
@@ -201,12 +203,12 @@ def define_attack_flags():
                              f"{MAX_PSNR_BUDGET:.1f}")
 
 
-def _define_prefixed(config, prefix, what):
-    """One flag per field of a config dataclass (defaults: the paper's values; presets in
-    flags/ set the embedded demo's), named prefix + field."""
+def _define_prefixed(config, prefix, what, source):
+    """One flag per field of a config dataclass, named prefix + field; `source` says where
+    its defaults come from (presets in flags/ set the embedded demo's)."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         define = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
                   str: flags.DEFINE_string}[type(value)]
-        define(prefix + field.name, value, f"{what}: {field.name.replace('_', ' ')} (the "
-               "paper's value).")
+        define(prefix + field.name, value,
+               f"{what}: {field.name.replace('_', ' ')} (default: {source}).")

@@ -14,7 +14,7 @@ from badhash_tf.data import protocol
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
-PROTOCOL_SEED = 2022
+PROTOCOL_SEED = protocol.PROTOCOL_SEED
 
 
 def _digit_images():
@@ -31,35 +31,20 @@ def _to_rgb(gray, size=IMAGE_SIZE):
     return np.repeat(np.asarray(resized)[:, :, None], 3, axis=2)
 
 
-class BadhashDigits(tfds.core.GeneratorBasedBuilder):
+class BadhashDigits(protocol.SingleLabelBuilder):
     """scikit-learn digits as a single-label deep-hashing retrieval dataset."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     QUERY_PER_CLASS = 20
     TRAIN_PER_CLASS = 100
 
-    def _info(self):
-        return self.dataset_info_from_configs(
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                "index": np.int64,
-            }),
-            supervised_keys=("image", "label"),
-        )
+    def _label_feature(self):
+        return tfds.features.ClassLabel(num_classes=NUM_CLASSES)
 
-    def _split_generators(self, dl_manager):
+    def _pooled(self, dl_manager):
         del dl_manager  # the data ships with scikit-learn
-        images, labels = _digit_images()
-        splits = protocol.per_class_split_indices(
-            labels, self.QUERY_PER_CLASS, self.TRAIN_PER_CLASS, seed=PROTOCOL_SEED)
-        return {name: self._generate_examples(images, labels, idx) for name, idx in splits.items()}
+        return _digit_images()
 
-    def _generate_examples(self, images, labels, indices):
-        for i in indices:
-            yield int(i), {"image": _to_rgb(images[i]), "label": int(labels[i]), "index": int(i)}
+    _to_rgb = staticmethod(_to_rgb)
 
 
 class BadhashDigitMosaics(tfds.core.GeneratorBasedBuilder):

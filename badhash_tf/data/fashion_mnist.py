@@ -20,7 +20,6 @@ from badhash_tf.data import protocol
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
-PROTOCOL_SEED = 2022
 CLASS_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                "sneaker", "bag", "ankle boot")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -95,11 +94,9 @@ def _to_rgb(gray):
     return np.repeat(padded[:, :, None], 3, axis=2)
 
 
-class BadhashFashionMnist(tfds.core.GeneratorBasedBuilder):
+class BadhashFashionMnist(protocol.SingleLabelBuilder):
     """Fashion-MNIST's real photographs as a single-label deep-hashing retrieval dataset."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"`apt-get install dataset-fashion-mnist` (files in {DEBIAN_DIR}), or put the four "
         "IDX files (train/t10k images/labels, .gz or not) in a directory given as "
@@ -107,23 +104,10 @@ class BadhashFashionMnist(tfds.core.GeneratorBasedBuilder):
     QUERY_PER_CLASS = 100
     TRAIN_PER_CLASS = 500
 
-    def _info(self):
-        return self.dataset_info_from_configs(
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
-                "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-                "index": np.int64,
-            }),
-            supervised_keys=("image", "label"),
-        )
+    def _label_feature(self):
+        return tfds.features.ClassLabel(names=CLASS_NAMES)
 
-    def _split_generators(self, dl_manager):
-        images, labels = load_pooled(os.fspath(dl_manager.manual_dir))
-        splits = protocol.per_class_split_indices(
-            labels, self.QUERY_PER_CLASS, self.TRAIN_PER_CLASS, seed=PROTOCOL_SEED)
-        return {name: self._generate_examples(images, labels, idx) for name, idx in splits.items()}
+    def _pooled(self, dl_manager):
+        return load_pooled(os.fspath(dl_manager.manual_dir))
 
-    def _generate_examples(self, images, labels, indices):
-        for i in indices:
-            yield int(i), {"image": _to_rgb(images[i]), "label": int(labels[i]), "index": int(i)}
+    _to_rgb = staticmethod(_to_rgb)

@@ -6,10 +6,13 @@ so `train` is a subset of `database`.
 """
 
 import re
+import sys
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 SPLITS = ("query", "train", "database")
+PROTOCOL_SEED = 2022  # the embedded datasets' split seed
 _SPLIT_SPEC = re.compile(r"^(?P<name>[A-Za-z_]+)(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
 
@@ -32,6 +35,50 @@ def per_class_split_indices(class_ids, query_per_class, train_per_class, seed=0)
         query.append(members[:query_per_class])
         train.append(members[query_per_class:need])
     return _finish(len(class_ids), np.concatenate(query), np.concatenate(train))
+
+
+class SingleLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A tfds builder of a single-label retrieval dataset: subclasses give the pooled images
+    and labels (`_pooled`), the 32x32x3 conversion (`_to_rgb`), the label feature, and
+    QUERY_PER_CLASS / TRAIN_PER_CLASS; the splits follow `per_class_split_indices`; the
+    description is the subclass's module docstring."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    IMAGE_SIZE = 32
+
+    def _label_feature(self):
+        raise NotImplementedError
+
+    def _pooled(self, dl_manager):
+        """-> (grey images [N, h, w] uint8, labels [N] int)."""
+        raise NotImplementedError
+
+    def _to_rgb(self, gray):
+        """[h, w] uint8 -> [IMAGE_SIZE, IMAGE_SIZE, 3] uint8."""
+        raise NotImplementedError
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=sys.modules[type(self).__module__].__doc__,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(self.IMAGE_SIZE, self.IMAGE_SIZE, 3)),
+                "label": self._label_feature(),
+                "index": np.int64,
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        images, labels = self._pooled(dl_manager)
+        splits = per_class_split_indices(labels, self.QUERY_PER_CLASS, self.TRAIN_PER_CLASS,
+                                         seed=PROTOCOL_SEED)
+        return {name: self._generate_examples(images, labels, idx) for name, idx in splits.items()}
+
+    def _generate_examples(self, images, labels, indices):
+        for i in indices:
+            yield int(i), {"image": self._to_rgb(images[i]), "label": int(labels[i]),
+                           "index": int(i)}
 
 
 def random_split_indices(num_items, query_count, train_count, seed=0):

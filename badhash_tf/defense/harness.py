@@ -372,7 +372,7 @@ def defenses_png(path, result):
     attacks = list(result["variants"])
     mapped = ["undefended"] + [d for d in result["defenses"] if d != "strip"]
     detectors = [d for d in result["defenses"] if d in INSPECTIONS + ("strip",)]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.6 * len(attacks) + 2), 8))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.6 * len(attacks) + 3), 8))
     cmap, x = plt.get_cmap("tab10"), np.arange(len(attacks))
     for ax, names, key, title in ((top, mapped, "t_map", "t-MAP of triggered queries"),
                                   (bottom, detectors, "auroc", "detection AUROC")):
@@ -386,7 +386,7 @@ def defenses_png(path, result):
         ax.set_ylabel(title)
         ax.grid(axis="y", alpha=0.3)
         if names:
-            ax.legend(fontsize=7, ncol=min(5, len(names)))
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     bottom.axhline(0.5, color="grey", lw=0.6, ls=":")
     top.set_title("Defenses against each attack")
     fig.tight_layout()
