@@ -191,9 +191,9 @@ def define_attack_flags():
                              "--query_amplification must be > 0")
     _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN", "the release's value")
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator",
-                     "the release's value; options beyond the paper: off or its behaviour")
+                     "the release's value, or off / its behaviour for options beyond the paper")
     _define_prefixed(ciba.CIBAConfig(), "ciba_", "CIBA", "the CIBA paper's patch size and "
-                     "epsilon; the optimisation steps and rates are ours")
+                     "epsilon; our optimisation steps and rates")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
     flags.register_validator("gan_target_code", lambda v: v in TARGET_CODES,
@@ -211,4 +211,4 @@ def _define_prefixed(config, prefix, what, source):
         define = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
                   str: flags.DEFINE_string}[type(value)]
         define(prefix + field.name, value,
-               f"{what}: {field.name.replace('_', ' ')} (default: {source}).")
+               f"{what}: {field.name.replace('_', ' ')} ({source}).")
