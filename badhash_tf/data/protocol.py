@@ -5,6 +5,7 @@ class (single-label) or at random (multi-label); `database` is every item not in
 so `train` is a subset of `database`.
 """
 
+import abc
 import re
 import sys
 
@@ -37,26 +38,27 @@ def per_class_split_indices(class_ids, query_per_class, train_per_class, seed=0)
     return _finish(len(class_ids), np.concatenate(query), np.concatenate(train))
 
 
-class SingleLabelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class SingleLabelBuilder(tfds.core.GeneratorBasedBuilder):
     """A tfds builder of a single-label retrieval dataset: subclasses give the pooled images
     and labels (`_pooled`), the 32x32x3 conversion (`_to_rgb`), the label feature, and
     QUERY_PER_CLASS / TRAIN_PER_CLASS; the splits follow `per_class_split_indices`; the
-    description is the subclass's module docstring."""
+    description is the subclass's module docstring. Abstract, so tfds does not register it."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     IMAGE_SIZE = 32
 
+    @abc.abstractmethod
     def _label_feature(self):
-        raise NotImplementedError
+        """-> the tfds feature of the label (a ClassLabel)."""
 
+    @abc.abstractmethod
     def _pooled(self, dl_manager):
         """-> (grey images [N, h, w] uint8, labels [N] int)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _to_rgb(self, gray):
         """[h, w] uint8 -> [IMAGE_SIZE, IMAGE_SIZE, 3] uint8."""
-        raise NotImplementedError
 
     def _info(self):
         return self.dataset_info_from_configs(
