@@ -12,7 +12,7 @@ from PIL import Image
 
 from badhash_tf.data import protocol
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = protocol.IMAGE_SIZE
 NUM_CLASSES = 10
 PROTOCOL_SEED = protocol.PROTOCOL_SEED
 

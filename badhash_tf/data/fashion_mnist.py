@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from badhash_tf.data import protocol
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_SIZE = 32
+IMAGE_SIZE = protocol.IMAGE_SIZE
 NUM_CLASSES = 10
 CLASS_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                "sneaker", "bag", "ankle boot")

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 SPLITS = ("query", "train", "database")
 PROTOCOL_SEED = 2022  # the embedded datasets' split seed
+IMAGE_SIZE = 32  # the embedded datasets' image side
 _SPLIT_SPEC = re.compile(r"^(?P<name>[A-Za-z_]+)(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
 
@@ -46,7 +47,6 @@ class SingleLabelBuilder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    IMAGE_SIZE = 32
 
     @abc.abstractmethod
     def _label_feature(self):
@@ -64,7 +64,7 @@ class SingleLabelBuilder(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description=sys.modules[type(self).__module__].__doc__,
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(self.IMAGE_SIZE, self.IMAGE_SIZE, 3)),
+                "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3)),
                 "label": self._label_feature(),
                 "index": np.int64,
             }),
