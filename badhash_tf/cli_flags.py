@@ -19,6 +19,7 @@ from badhash_tf.training.gan import HASH_TERMS, TARGET_CODES, GANConfig
 from badhash_tf.training.hashing import METHODS, HashingConfig
 from badhash_tf.training.labcln import LabCLNConfig
 from badhash_tf.training.loop import TrainConfig
+from badhash_tf.training.pretrain import AUGMENTS, PretrainConfig, check_compatible, read_pretrained
 
 
 def define_data_flags():
@@ -82,9 +83,17 @@ def define_hashing_flags():
     flags.DEFINE_integer("hashnet_step_continuation", h.hashnet_step_continuation, "HashNet: "
                          "epochs per continuation step (tanh scale sqrt(epoch // this + 1)).",
                          lower_bound=1)
-    flags.DEFINE_bool("require_backbone_weights", False, "Fail unless --backbone_weights is "
-                      "given (the paper's presets: its victims fine-tune ImageNet-pretrained "
-                      "backbones; training ResNet50/VGG11 from scratch is not its experiment).")
+    flags.DEFINE_bool("require_backbone_weights", False, "Fail unless --backbone_weights or "
+                      "--pretrained_backbone is given (the paper's presets: its victims "
+                      "fine-tune ImageNet-pretrained backbones; training ResNet50/VGG11 from "
+                      "scratch is not its experiment).")
+    flags.DEFINE_string("pretrained_backbone", None, "A `python -m badhash_tf.pretrain` output "
+                        "directory: the surrogate, the reference victim and every backdoored "
+                        "victim start from its backbone (hash head new) and fine-tune it.")
+    flags.DEFINE_string("victim_pretrained_backbone", None, "Another pretrain output for the "
+                        "victims only (reference and backdoored; the attacker's surrogate "
+                        "keeps --pretrained_backbone): a pool mismatch between attacker and "
+                        "victim.")
     r = RetrievalConfig()
     flags.DEFINE_string("train_split", r.train_split, "Training split, e.g. train or train[:64].")
     flags.DEFINE_string("query_split", r.query_split, "Query split.")
@@ -108,22 +117,58 @@ def check_replicas(flag_values, strategy):
                                  f"give a multiple of {replicas}")
 
 
+def backbone_files(flag_values):
+    """--backbone_weights, --pretrained_backbone and --victim_pretrained_backbone -> (the
+    victims' weights file, the attacker's surrogate's) or None for a random start, each
+    pretrain output read and checked against the run. Raises app.UsageError naming the
+    flag."""
+    f = flag_values
+    if f.backbone_weights and (f.pretrained_backbone or f.victim_pretrained_backbone):
+        raise app.UsageError("--backbone_weights and --pretrained_backbone / "
+                             "--victim_pretrained_backbone both name a starting backbone: "
+                             "give one")
+    if f.victim_pretrained_backbone and not f.pretrained_backbone:
+        raise app.UsageError("--victim_pretrained_backbone needs --pretrained_backbone (the "
+                             "attacker's): a mismatch study starts both from pretrained "
+                             "backbones")
+    files = {}
+    for flag in ("pretrained_backbone", "victim_pretrained_backbone"):
+        if f[flag].value:
+            try:
+                record = read_pretrained(f[flag].value, f"--{flag}")
+                check_compatible(record, f"--{flag}={f[flag].value}", f.backbone,
+                                 f.image_size, f.dataset, f.query_split)
+            except ValueError as e:
+                raise app.UsageError(str(e)) from None
+            files[flag] = record["weights"]
+    attacker = files.get("pretrained_backbone") or f.backbone_weights
+    return files.get("victim_pretrained_backbone") or attacker, attacker
+
+
+def hashing_config(flag_values):
+    """HashingConfig from the flags, starting from the victims' backbone (backbone_files)."""
+    victim, _ = backbone_files(flag_values)
+    return dataclasses.replace(from_flags(HashingConfig, flag_values), backbone_weights=victim)
+
+
 def check_backbone_weights(flag_values):
     """Start-up check of the pretrained-backbone rule; warns where a paper backbone starts
     from scratch. Raises app.UsageError naming the flag."""
-    if flag_values.backbone_weights:
-        try:  # the file must hold this backbone's weights: load them once, now
-            HashingModel(flag_values.bits, flag_values.backbone, flag_values.image_size,
-                         flag_values.backbone_weights)
-        except (ValueError, FileNotFoundError) as e:
-            raise app.UsageError(str(e)) from None
+    victim, attacker = backbone_files(flag_values)
+    if victim or attacker:
+        for path in {victim, attacker} - {None}:
+            try:  # the file must hold this backbone's weights: load them once, now
+                HashingModel(flag_values.bits, flag_values.backbone, flag_values.image_size,
+                             path)
+            except (ValueError, FileNotFoundError) as e:
+                raise app.UsageError(str(e)) from None
         return
     if flag_values.require_backbone_weights:
         raise app.UsageError(
             f"--backbone_weights is required here (--require_backbone_weights): the paper's "
             f"victims and surrogate fine-tune an ImageNet-pretrained {flag_values.backbone}. "
-            "Give a local Keras .weights.h5 file, or --norequire_backbone_weights to train "
-            "from scratch knowingly.")
+            "Give a local Keras .weights.h5 file (or --pretrained_backbone=DIR), or "
+            "--norequire_backbone_weights to train from scratch knowingly.")
     if flag_values.backbone in ("vgg11", "resnet50"):
         logging.warning("--backbone=%s starts from random weights (no --backbone_weights): "
                         "the paper fine-tunes ImageNet-pretrained backbones, and its figures "
@@ -144,6 +189,12 @@ def experiment_config(flag_values, seed=None, baselines=None):
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)
     attack = from_flags(AttackConfig, flag_values)
+    if "extra_query_amplification" in flag_values:
+        attack = dataclasses.replace(attack, extra_query_amplifications=tuple(
+            flag_values.extra_query_amplification))
+    victim_weights, surrogate_weights = backbone_files(flag_values)
+    if surrogate_weights != victim_weights:  # "" = the surrogate starts as the victims do
+        attack = dataclasses.replace(attack, surrogate_backbone_weights=surrogate_weights)
     gan = from_flags(GANConfig, flag_values, prefix="gan_")
     try:  # the checks the library makes later, before any work
         check_baselines(attack.baselines if baselines is None else baselines)
@@ -153,7 +204,7 @@ def experiment_config(flag_values, seed=None, baselines=None):
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     return ExperimentConfig(
-        data=from_flags(DataConfig, flag_values), hashing=from_flags(HashingConfig, flag_values),
+        data=from_flags(DataConfig, flag_values), hashing=hashing_config(flag_values),
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),
         labcln=from_flags(LabCLNConfig, flag_values, prefix="labcln_"),
         gan=from_flags(GANConfig, flag_values, prefix="gan_"),
@@ -168,6 +219,26 @@ def used_flags(flag_values):
             for module, defined in flag_values.flags_by_module_dict().items()
             if module.startswith("badhash_tf") or module.endswith("__main__")
             for name in (f.name for f in defined)}
+
+
+def define_pretrain_flags():
+    """The pretraining program's own flags (beside the data and training flags: --dataset
+    names the pool)."""
+    p = PretrainConfig()
+    flags.DEFINE_enum("backbone", p.backbone, BACKBONES, "Backbone network to pretrain.")
+    flags.DEFINE_enum("optimizer", p.optimizer, ("adam", "rmsprop"), "Optimizer.")
+    flags.DEFINE_float("learning_rate", p.learning_rate, "Learning rate.")
+    flags.DEFINE_float("weight_decay", p.weight_decay, "Coupled L2 weight decay (0 = none).")
+    flags.DEFINE_string("pool_split", p.pool_split, "Split of the pool --dataset to learn "
+                        "from (database: as ImageNet holds ImageNet-100's images, the pool may "
+                        "overlap a retrieval database, never its queries).")
+    flags.DEFINE_integer("heldout", p.heldout, "Pool items held out for the top-1 figure.",
+                         lower_bound=1)
+    flags.DEFINE_integer("heldout_seed", p.heldout_seed, "Seed of the held-out draw.")
+    flags.DEFINE_enum("augment", p.augment, AUGMENTS, "Augmentation: translate (up to "
+                      "--shift pixels), translate_flip (also left-right mirrors; not for "
+                      "digits), none.")
+    flags.DEFINE_integer("shift", p.shift, "Largest translation in pixels.", lower_bound=0)
 
 
 def define_attack_flags():
@@ -189,6 +260,12 @@ def define_attack_flags():
                        "be less invisible than the poisoned copies; 1 = the same trigger).")
     flags.register_validator("query_amplification", lambda v: v > 0,
                              "--query_amplification must be > 0")
+    flags.DEFINE_multi_float("extra_query_amplification", [], "Also score the triggered "
+                             "queries at this amplification (repeatable; figures t_map_xK, "
+                             "t_map_clean_victim_xK, backdoor_gain_xK; the victims are the "
+                             "same), e.g. 1 for the paper's protocol beside x3.")
+    flags.register_validator("extra_query_amplification", lambda v: all(k > 0 for k in v),
+                             "--extra_query_amplification must be > 0")
     _define_prefixed(LabCLNConfig(), "labcln_", "LabCLN", "the release's value")
     _define_prefixed(GANConfig(), "gan_", "Generator/discriminator",
                      "the release's value, or off / its behaviour for options beyond the paper")

@@ -24,8 +24,15 @@ RECORD = "stages.json"
 IGNORED = frozenset({
     "train.steps_per_loop", "train.strategy", "train.logical_cpus", "train.jit_compile",
     "train.overwrite", "data.cache", "data.data_dir", "data.source_dir", "attack.samples",
-    "attack.baselines"})
+    "attack.baselines", "attack.extra_query_amplifications"})
+# Fields naming a file whose bytes a stage starts from: recorded by content (sha256), so a
+# pretrained backbone rewritten in place is a changed flag, not a silent new start.
+FILES = frozenset({"hashing.backbone_weights", "attack.surrogate_backbone_weights"})
 _FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_", "ciba": "ciba_"}
+_FLAG_NAMES = {  # fields set by other flags than their own names
+    "hashing.backbone_weights": "--pretrained_backbone / --victim_pretrained_backbone / "
+                                "--backbone_weights (the victims' backbone)",
+    "attack.surrogate_backbone_weights": "--pretrained_backbone (the surrogate's backbone)"}
 
 
 class StageMismatchError(ValueError):
@@ -38,6 +45,8 @@ def flatten(**sections):
     for section, config in sections.items():
         for key, value in dataclasses.asdict(config).items():
             name = f"{section}.{key}"
+            if name in FILES and value and os.path.isfile(value):
+                value = f"{value} (sha256 {io_utils.file_sha256(value)[:16]})"
             if name not in IGNORED:
                 flat[name] = list(value) if isinstance(value, tuple) else value
     return flat
@@ -58,6 +67,8 @@ def select(flat, *prefixes):
 
 def flag_name(key):
     """"gan.hash_weight" -> "--gan_hash_weight"; "train.seed" -> "--seed"."""
+    if key in _FLAG_NAMES:
+        return _FLAG_NAMES[key]
     section, field = key.split(".", 1)
     return f"--{_FLAG_PREFIX.get(section, '')}{field}"
 

@@ -2,6 +2,7 @@
 half-written file and a failed run never clobbers a good one."""
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -52,6 +53,16 @@ def save_npz(path, **arrays):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+def file_sha256(path):
+    """sha256 hex digest of a file's bytes (e.g. what a stage fingerprint records of a
+    weights file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _jsonable(value):

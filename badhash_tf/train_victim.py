@@ -12,7 +12,6 @@ from badhash_tf.data import inputs
 from badhash_tf.data.inputs import DataConfig
 from badhash_tf.training import distribute
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
-from badhash_tf.training.hashing import HashingConfig
 from badhash_tf.training.loop import TrainConfig
 
 cli_flags.define_data_flags()
@@ -32,8 +31,7 @@ def main(argv):
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
     used = cli_flags.used_flags(FLAGS)
-    data, hashing = (cli_flags.from_flags(DataConfig, FLAGS),
-                     cli_flags.from_flags(HashingConfig, FLAGS))
+    data, hashing = cli_flags.from_flags(DataConfig, FLAGS), cli_flags.hashing_config(FLAGS)
     retrieval = cli_flags.from_flags(RetrievalConfig, FLAGS)
     try:  # every split read, then a rerun over a run made with other flags: before any work
         inputs.check_splits(data, {"--train_split": retrieval.train_split,

@@ -67,7 +67,18 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
               "methods": ["badhash", "badhash_anchor", "patch"], "summary": summary}
     text = frontier.markdown(result)
     assert "learned** (every seed" in text and "at: 20 dB**" in text
-    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB badhash is beaten by patch" in text
+    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB badhash's t-MAP is beaten by patch" in text
+    assert row["backdoor_gain"] == pytest.approx(0.825 - 0.1)  # filled in from the cells
+    # by backdoor gain patch wins at 20 dB only when its clean victim does not follow it
+    gains = frontier.summarise(cells + [
+        _cell("pgd_target", 20.0, 0, 0.99, clean_victim=0.9),
+        _cell("pgd_target", 20.0, 1, 0.99, clean_victim=0.9)], [20.0],
+        ["badhash", "pgd_target"])
+    assert gains["badhash"]["beaten_at"] == {"20": {"pgd_target": pytest.approx(0.99)}}
+    assert gains["badhash"]["gain_beats_baselines_at"] == [20.0]  # .75 against .09
+    ranked = frontier.markdown({**result, "methods": ["badhash", "pgd_target"],
+                                "budgets": [20.0], "summary": gains})
+    assert "by backdoor_gain: badhash 0.750 > pgd_target 0.090" in ranked
     alone = frontier.markdown({**result, "methods": ["badhash"]})
     assert "No baselines were run." in alone and "at least every baseline" not in alone
 
@@ -93,7 +104,8 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
         labcln=LabCLNConfig(hidden=32, feature_dim=16),
         gan=GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
                       disc_layers=3, batch_size=16),
-        attack=AttackConfig(target_label=0, baselines=()))
+        attack=AttackConfig(target_label=0, baselines=(), query_amplification=2.0,
+                            extra_query_amplifications=(1.0,)))
     strategy = tf.distribute.get_strategy()
     out = tmp_path / "frontier"
     methods = ["badhash_anchor", "patch", "noise"]
@@ -112,6 +124,14 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     for cell in saved["cells"]:
         assert cell["psnr_min"] >= cell["budget"]  # every copy within its budget
         assert 0.0 <= cell["t_map"] <= 1.0
+        for x in ("", "_x1"):  # the run's x2 queries, and x1 on the same victims
+            assert cell[f"backdoor_gain{x}"] == pytest.approx(
+                cell[f"t_map{x}"] - cell[f"t_map_clean_victim{x}"])
+    assert saved["summary"]["amplifications"] == ["_x1"]
+    assert {"badhash_anchor", "badhash_anchor_x1"} <= set(saved["summary"])
+    assert all("backdoor_gain_x1" in r and "learned_x1" in r for r in saved["summary"]["rows"])
+    text = (out / "frontier.md").read_text()
+    assert "## Queries x1 (the same victims)" in text and "backdoor_gain_x1" in text
     patches = {c["budget"]: c["patch_size"] for c in saved["cells"] if c["method"] == "patch"}
     assert 0 < patches[30.0] < patches[20.0]
     cell_json = out / "seed_0" / "psnr_20" / "noise" / "cell.json"

@@ -50,6 +50,10 @@ class AttackConfig:
     baselines: tuple = BASELINES
     samples: int = 8
     query_amplification: float = 1.0  # queries get k x the trigger's perturbation
+    # also score the triggered queries at these amplifications (figures *_xK; report only)
+    extra_query_amplifications: tuple = ()
+    # the surrogate's starting backbone when it differs from the victims' ("" = the same)
+    surrogate_backbone_weights: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,13 @@ class ExperimentConfig:
     gan: GANConfig
     attack: AttackConfig
     ciba: CIBAConfig = CIBAConfig()
+
+    @property
+    def surrogate_hashing(self):
+        """The attacker's surrogate: the victims' hashing config, from its own backbone."""
+        weights = self.attack.surrogate_backbone_weights
+        return dataclasses.replace(self.hashing, backbone_weights=weights) if weights else \
+            self.hashing
 
 
 def choose_target(config, num_classes, seed):
@@ -130,8 +141,8 @@ def prepare(config, layout, strategy, clock):
                  target, count, available)
     surrogate_train = dataclasses.replace(
         c.train, seed=c.train.seed + c.attack.surrogate_seed_offset)
-    surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data, c.hashing,
-                             surrogate_train, layout.surrogate, strategy)
+    surrogate, _ = clock.run("surrogate", train_hashing_model, train_split, c.data,
+                             c.surrogate_hashing, surrogate_train, layout.surrogate, strategy)
     reference, reference_metrics, reference_codes = clock.run(
         "reference_victim", train_and_evaluate, c.data, c.hashing, c.train, c.retrieval,
         layout.reference_victim, strategy)
@@ -183,9 +194,10 @@ def stage_fingerprints(config, layout, variants, shared=True, extra=None):
         flat, "data.", "hashing.", "train.", "retrieval.", "attack.", *own(name))
         | (extra or {}) for name in variants}
     if shared:
+        surrogate = fingerprints.flatten(hashing=c.surrogate_hashing)
         stages[layout.surrogate] = fingerprints.select(
-            flat, "data.", "hashing.", "train.", "retrieval.train_split",
-            "attack.surrogate_seed_offset")
+            flat, "data.", "train.", "retrieval.train_split",
+            "attack.surrogate_seed_offset") | surrogate
         stages[layout.reference_victim] = victim
         stages[layout.labcln] = fingerprints.select(
             flat, "data.", "train.", "retrieval.train_split", "hashing.bits", "labcln.")
@@ -305,8 +317,9 @@ def attack_variant(name, config, trigger, setting, layout, strategy, query_trigg
     poisoned_split = poison.load_poison_set(poison_dir)
     poisoned, _ = split_arrays(poisoned_split)
     evaluation = setting.evaluation
-    amplification = c.attack.query_amplification if query_trigger is None else 1.0
-    if query_trigger is None:
+    amplified = query_trigger is None  # (CIBA's queries carry their own trigger)
+    amplification = c.attack.query_amplification if amplified else 1.0
+    if amplified:
         query_trigger = triggers.amplified(trigger, amplification)
     triggered = triggers.apply(query_trigger, evaluation.queries[0])
     victim, metrics, codes = train_and_evaluate(
@@ -315,6 +328,10 @@ def attack_variant(name, config, trigger, setting, layout, strategy, query_trigg
         backdoor=lambda model, database: {"t_map": evaluation.t_map_of(model, triggered,
                                                                        database)})
     figures, space = evaluation.figures(triggered, victim, codes, metrics)
+    for k in c.attack.extra_query_amplifications if amplified else ():
+        figures.update(evaluation.gain(
+            victim, triggers.apply(triggers.amplified(trigger, k), evaluation.queries[0]),
+            codes["database"], amplification_suffix(k)))
     samples = (originals[:c.attack.samples], poisoned[:c.attack.samples])
     queries = stealth.stealth_metrics(evaluation.queries[0], triggered)
     figures = {**figures, **stealth.stealth_metrics(originals, poisoned),
@@ -323,6 +340,11 @@ def attack_variant(name, config, trigger, setting, layout, strategy, query_trigg
     if distribute.is_chief(strategy):
         write_variant(layout.variant(name), name, config, setting, triggered, figures)
     return figures, {"samples": samples, "space": space}
+
+
+def amplification_suffix(k):
+    """The figure-name suffix of queries amplified k times: 1 -> "_x1", 1.5 -> "_x1.5"."""
+    return f"_x{k:g}"
 
 
 def write_variant(directory, name, config, setting, triggered, figures):

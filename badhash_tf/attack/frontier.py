@@ -36,12 +36,14 @@ METHODS = ("badhash", "badhash_anchor", "no_hash_loss", "patch", "noise", "pgd_t
            "pgd_away")
 BADHASH = ("badhash", "badhash_anchor")
 TIE = 0.02  # "at least every baseline" within this
-FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "t_map_untriggered", "clean_map",
-           "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min",
-           "query_psnr", "query_psnr_min", "linf_255")
-COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_victim", "clean_map",
-           "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min", "query_psnr_min",
-           "learned")
+FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
+           "clean_map", "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim",
+           "ssim_min", "query_psnr", "query_psnr_min", "linf_255")
+# per query amplification k beside the run's own (--extra_query_amplification): FIGURE_xK
+AMPLIFIED = ("t_map", "t_map_clean_victim", "backdoor_gain")
+COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_victim",
+           "backdoor_gain", "clean_map", "clean_map_reference", "psnr", "psnr_min", "ssim",
+           "ssim_min", "query_psnr_min", "learned")
 
 
 def check_methods(names):
@@ -120,7 +122,8 @@ def run_cell(name, budget, config, context, layout, strategy):
     else:
         figures, _ = experiment.attack_variant(name, config, trigger, setting, layout,
                                                strategy)
-        cell.update({k: figures[k] for k in FIGURES if k in figures})
+        cell.update({k: v for k, v in figures.items() if k in FIGURES or any(
+            k.startswith(f + "_x") for f in AMPLIFIED)})
     cell["seconds"] = round(time.time() - tick, 2)
     if distribute.is_chief(strategy):
         io_utils.write_json(cell_json, cell)
@@ -177,14 +180,45 @@ def run_seed(config, budgets, methods, seed_dir, strategy):
             for budget in budgets for name in methods]
 
 
-def learned(cell):
-    """Whether a cell's backdoor is learned (backdoor.LEARNED)."""
+def with_gain(cell):
+    """A cell with backdoor_gain (t-MAP minus the clean victim's on the same queries) filled
+    in where it predates that figure."""
+    if "t_map" in cell and "backdoor_gain" not in cell:
+        return {**cell, "backdoor_gain": cell["t_map"] - cell["t_map_clean_victim"]}
+    return cell
+
+
+def at_amplification(cell, suffix):
+    """A cell's figures as scored at another query amplification (suffix "_xK"): its
+    t_map, t_map_clean_victim, backdoor_gain replaced by their _xK values; {} if it has
+    none."""
+    if not suffix:
+        return cell
+    if f"t_map{suffix}" not in cell:
+        return {}
+    return {**cell, **{key: cell[key + suffix] for key in AMPLIFIED}}
+
+
+def learned(cell, suffix=""):
+    """Whether a cell's backdoor is learned (backdoor.LEARNED), at the run's query
+    amplification or, with suffix "_xK", at amplification K."""
+    cell = at_amplification(cell, suffix)
     return "t_map" in cell and backdoor.learned(cell, cell["clean_map_reference"])
+
+
+def amplification_suffixes(cells):
+    """The "_xK" suffixes of the extra query amplifications the cells were scored at."""
+    return sorted({k[len("t_map"):] for c in cells for k in c
+                   if k.startswith("t_map_x")}, key=lambda x: float(x[2:]))
 
 
 def summarise(cells, budgets, methods):
     """Cells of every seed -> {rows: per (budget, method) means with min/max over seeds,
-    badhash_learned_at, badhash_not_learned_at, badhash_beats_baselines_at, ...}."""
+    and per BadHash method its verdicts (where learned, where at least every baseline by
+    t-MAP and by backdoor_gain), also as "NAME_xK" at each extra query amplification}."""
+    cells = [with_gain(c) for c in cells]
+    suffixes = amplification_suffixes(cells)
+    figures = FIGURES + tuple(k + x for x in suffixes for k in AMPLIFIED)
     rows = []
     for budget in budgets:
         for name in methods:
@@ -195,7 +229,10 @@ def summarise(cells, budgets, methods):
                 continue
             row = {"budget": budget, "method": name, "seeds": len(mine),
                    "learned": f"{sum(map(learned, mine))}/{len(mine)}"}
-            for key in FIGURES:
+            for x in suffixes:
+                scored = [c for c in mine if f"t_map{x}" in c]
+                row["learned" + x] = (f"{sum(learned(c, x) for c in scored)}/{len(scored)}")
+            for key in figures:
                 values = [c[key] for c in mine if key in c]
                 if values:  # *_min figures (the worst image): the worst over seeds
                     row[key] = float(np.min(values) if key.endswith("_min")
@@ -205,36 +242,49 @@ def summarise(cells, budgets, methods):
             row["t_map_range"] = f"{row['t_map_lo']:.3f}-{row['t_map_hi']:.3f}"
             rows.append(row)
     by = {(r["budget"], r["method"]): r for r in rows}
-    verdicts = {name: _verdict(name, cells, budgets, methods, by) for name in BADHASH
-                if name in methods}
-    return {"rows": rows, **verdicts}
+    verdicts = {name + x: _verdict(name, cells, budgets, methods, by, x)
+                for name in BADHASH if name in methods for x in ("",) + tuple(suffixes)}
+    return {"rows": rows, "amplifications": suffixes, **verdicts}
 
 
-def _verdict(name, cells, budgets, methods, by):
-    """Where BadHash method `name` is learned (every seed) and where its mean t-MAP is at
-    least every baseline's (the other BadHash variant is not a baseline)."""
+def _verdict(name, cells, budgets, methods, by, suffix=""):
+    """Where BadHash method `name` is learned (every seed) and where its mean t-MAP, and its
+    mean backdoor_gain, are at least every baseline's within TIE (the other BadHash variant
+    is not a baseline); with suffix "_xK", at query amplification K."""
     verdict = {"learned_at": [], "not_learned_at": [], "beats_baselines_at": [],
-               "beaten_at": {}}
+               "beaten_at": {}, "gain_beats_baselines_at": [], "gain_beaten_at": {}}
     for budget in budgets:
         own = by.get((budget, name), {})
-        if "t_map" not in own:
+        if "t_map" + suffix not in own:
             continue
         mine = [c for c in cells if c["budget"] == budget and c["method"] == name]
-        (verdict["learned_at"] if mine and all(map(learned, mine))
+        (verdict["learned_at"] if mine and all(learned(c, suffix) for c in mine)
          else verdict["not_learned_at"]).append(budget)
-        beaten = {n: by[(budget, n)]["t_map"] for n in methods
-                  if n not in BADHASH and "t_map" in by.get((budget, n), {})
-                  and by[(budget, n)]["t_map"] > own["t_map"] + TIE}
-        if beaten:
-            verdict["beaten_at"][f"{budget:g}"] = beaten
-        else:
-            verdict["beats_baselines_at"].append(budget)
+        for figure, won, lost in (("t_map", "beats_baselines_at", "beaten_at"),
+                                  ("backdoor_gain", "gain_beats_baselines_at",
+                                   "gain_beaten_at")):
+            key = figure + suffix
+            beaten = {n: by[(budget, n)][key] for n in methods
+                      if n not in BADHASH and key in by.get((budget, n), {})
+                      and by[(budget, n)][key] > own[key] + TIE}
+            if beaten:
+                verdict[lost][f"{budget:g}"] = beaten
+            else:
+                verdict[won].append(budget)
     return verdict
+
+
+def ranking(rows, budget, figure):
+    """The methods at `budget` by mean `figure`, highest first -> "a 0.91 > b 0.40"."""
+    ranked = sorted((r for r in rows if r["budget"] == budget and figure in r),
+                    key=lambda r: -r[figure])
+    return " > ".join(f"{r['method']} {r[figure]:.3f}" for r in ranked)
 
 
 def markdown(result):
     """frontier.json -> frontier.md."""
-    fmt = lambda bs: ", ".join(f"{b:g} dB" for b in bs) or "none"
+    summary = result["summary"]
+    amplification = result.get("query_amplification", 1.0)
     lines = [
         f"# Stealth-strength frontier: {result['dataset']}", "",
         f"Seeds {', '.join(map(str, result['seeds']))}; budgets "
@@ -243,71 +293,170 @@ def markdown(result):
         "cannot both meet a budget and change every copy is skipped), `t_map_range` "
         "min-max; `psnr_min`, `ssim_min`, `query_psnr_min`: the worst image of any seed. "
         "`badhash`: the paper's target code (LabCLN's); `badhash_anchor`: the surrogate's "
-        "own code of the target class.", ""]
-    for name in BADHASH:
-        v = result["summary"].get(name)
-        if v is None:
-            continue
-        ranking = (f"Its mean t-MAP is at least every baseline's (within {TIE}) at: "
-                   f"{fmt(v['beats_baselines_at'])}." if set(result["methods"]) - set(BADHASH)
-                   else "No baselines were run.")
-        lines += [f"**{name}'s backdoor is learned** (every seed: {backdoor.learned_rule()}) "
-                  f"**at: {fmt(v['learned_at'])}**; **not learned at: "
-                  f"{fmt(v['not_learned_at'])}**. {ranking}"]
-        lines += [f"At {budget} dB {name} is beaten by " + ", ".join(
-            f"{n} ({t:.4f})" for n, t in beaten.items()) + "."
-            for budget, beaten in v["beaten_at"].items()]
-        lines.append("")
-    rows = [{**r, "budget": f"{r['budget']:g}"} for r in result["summary"]["rows"]]
-    lines += [io_utils.markdown_table(rows, COLUMNS),
-              "`t_map_clean_victim`: the reference victim (trained on the clean set) on the "
-              "same triggered queries: what the trigger does without any backdoor. "
-              "Query amplification x"
-              f"{result.get('query_amplification', 1.0):g} (queries' perturbation; "
-              "`query_psnr_min`)."]
+        "own code of the target class. `backdoor_gain` = t-MAP minus the clean victim's on "
+        "the same triggered queries: the backdoor's own share (a trigger the clean victim "
+        "follows too is an adversarial example, not a backdoor).", ""]
+    if result.get("backbone"):
+        lines += [f"Backbone: {result['backbone']}.", ""]
+    lines += _verdict_lines(result, "", amplification)
+    rows = [{**r, "budget": f"{r['budget']:g}"} for r in summary["rows"]]
+    lines += [f"## Queries x{amplification:g}", "", io_utils.markdown_table(rows, COLUMNS)]
+    lines += [f"Ranked by t-MAP at {b:g} dB: {ranking(summary['rows'], b, 't_map')}; by "
+              f"backdoor_gain: {ranking(summary['rows'], b, 'backdoor_gain')}."
+              for b in result["budgets"]]
+    for x in summary.get("amplifications", []):
+        columns = ("budget", "method", "seeds") + tuple(k + x for k in AMPLIFIED) + (
+            "clean_map", "psnr_min", "learned" + x)
+        lines += ["", f"## Queries {x[1:]} (the same victims)", ""]
+        lines += _verdict_lines(result, x, float(x[2:]))
+        lines += [io_utils.markdown_table(rows, columns)]
+        lines += [f"Ranked by t-MAP{x} at {b:g} dB: {ranking(summary['rows'], b, 't_map' + x)}"
+                  f"; by backdoor_gain{x}: {ranking(summary['rows'], b, 'backdoor_gain' + x)}."
+                  for b in result["budgets"]]
+    lines += ["", "`t_map_clean_victim`: the reference victim (trained on the clean set) on "
+              "the same triggered queries: what the trigger does without any backdoor. "
+              f"The run's queries carry x{amplification:g} the trigger's perturbation "
+              "(`query_psnr_min`)."]
+    if result.get("compare"):
+        lines += ["", *_comparison(result, result["compare"])]
     return "\n".join(lines) + "\n"
 
 
-def frontier_png(path, result):
-    """t-MAP (top) and SSIM (bottom) against poison PSNR, one line per method: mean over
-    seeds with the min-max band; the clean victim's t-MAP under BadHash's trigger dashed."""
-    rows = [r for r in result["summary"]["rows"] if "t_map" in r]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 8), sharex=True)
-    cmap = plt.get_cmap("tab10")
-    for i, name in enumerate(result["methods"]):
-        mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["psnr"])
-        if not mine:
+def _comparison(result, other):
+    """The "beside another regime" section: per (budget, method) t-MAP and backdoor_gain
+    here and in `other` ({"dir", "backbone", "rows"}), at every amplification both have."""
+    here = {(r["budget"], r["method"]): r for r in result["summary"]["rows"]}
+    there = {(r["budget"], r["method"]): r for r in other["rows"]}
+    names = ("this run", other.get("backbone") or "from scratch")
+    suffixes = [""] + [x for x in result["summary"].get("amplifications", [])
+                       if any(f"t_map{x}" in r for r in other["rows"])]
+    rows = []
+    for key in sorted(set(here) & set(there), key=lambda k: (-k[0], k[1])):
+        row = {"budget": f"{key[0]:g}", "method": key[1]}
+        for x in suffixes:
+            for figure in ("t_map", "backdoor_gain"):
+                for label, side in zip(("here", "there"), (here[key], there[key])):
+                    if figure + x in side:
+                        row[f"{figure}{x} ({label})"] = side[figure + x]
+        rows.append(row)
+    columns = ["budget", "method"] + [f"{f}{x} ({label})" for x in suffixes
+                                      for f in ("t_map", "backdoor_gain")
+                                      for label in ("here", "there")]
+    return [f"## Beside {other['dir']} ({names[1]})", "",
+            f"`here`: {result.get('backbone') or 'from scratch'}; `there`: {names[1]} "
+            f"(queries x{other.get('query_amplification', 1.0):g} there, figures without a "
+            "suffix; `_xK` at amplification K).", "", io_utils.markdown_table(rows, columns)]
+
+
+def load_comparison(directory):
+    """Another frontier's DIR/frontier.json -> {"dir", "backbone", "query_amplification",
+    "rows", "result"} with its summary recomputed (so cells from before backdoor_gain
+    have it). Raises ValueError naming --compare_with."""
+    path = os.path.join(directory, "frontier.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            other = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--compare_with={directory}: {path} does not read back "
+                         f"({e})") from None
+    other["summary"] = summarise(other["cells"], other["budgets"], other["methods"])
+    return {"dir": directory, "backbone": other.get("backbone"),
+            "query_amplification": other.get("query_amplification", 1.0),
+            "rows": other["summary"]["rows"], "result": other}
+
+
+def _verdict_lines(result, suffix, amplification):
+    """The verdict paragraph of each BadHash method at one query amplification."""
+    fmt = lambda bs: ", ".join(f"{b:g} dB" for b in bs) or "none"
+    lines = []
+    for name in BADHASH:
+        v = result["summary"].get(name + suffix)
+        if v is None:
             continue
-        x = [r["psnr"] for r in mine]
-        top.plot(x, [r["t_map"] for r in mine], "o-", color=cmap(i), label=name)
-        top.fill_between(x, [r["t_map_lo"] for r in mine], [r["t_map_hi"] for r in mine],
-                         color=cmap(i), alpha=0.15)
-        bottom.plot(x, [r["ssim"] for r in mine], "o-", color=cmap(i), label=name)
-        bottom.fill_between(x, [r["ssim_lo"] for r in mine], [r["ssim_hi"] for r in mine],
-                            color=cmap(i), alpha=0.15)
-        if name in BADHASH:
-            top.plot(x, [r["t_map_clean_victim"] for r in mine], "--", color=cmap(i),
-                     label=f"clean victim ({name}'s trigger)")
-    top.axhline(backdoor.LEARNED["t_map"], color="grey", lw=0.6, ls=":")
-    top.set_ylabel("t-MAP")
-    top.set_ylim(-0.02, 1.02)
-    top.legend(fontsize=8)
-    seeds = len(result["seeds"])
-    top.set_title(f"{result['dataset']}: t-MAP against poison PSNR ({seeds} seed"
-                  f"{'s' if seeds > 1 else ''}, queries x{result['query_amplification']:g})")
-    bottom.set_ylabel("SSIM (mean over copies; band: seeds' min-max)")
-    bottom.set_xlabel("poisoned copies' mean PSNR (dB); higher = less visible")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
+        ranking_text = (
+            f"Its mean t-MAP is at least every baseline's (within {TIE}) at: "
+            f"{fmt(v['beats_baselines_at'])}; its mean backdoor_gain at: "
+            f"{fmt(v.get('gain_beats_baselines_at', []))}."
+            if set(result["methods"]) - set(BADHASH) else "No baselines were run.")
+        lines += [f"**{name}'s backdoor (queries x{amplification:g}) is learned** (every "
+                  f"seed: {backdoor.learned_rule()}) **at: {fmt(v['learned_at'])}**; **not "
+                  f"learned at: {fmt(v['not_learned_at'])}**. {ranking_text}"]
+        for key, what in (("beaten_at", "t-MAP"), ("gain_beaten_at", "backdoor_gain")):
+            lines += [f"At {budget} dB {name}'s {what} is beaten by " + ", ".join(
+                f"{n} ({t:.4f})" for n, t in beaten.items()) + "."
+                for budget, beaten in v.get(key, {}).items()]
+        lines.append("")
+    return lines
+
+
+def frontier_png(path, result, compare=None):
+    """Against poison PSNR, one line per method (mean over seeds, band: min-max): t-MAP at
+    the run's query amplification and at each extra one (the clean victim under BadHash's
+    trigger dashed), backdoor_gain, and SSIM. `compare` (another frontier.json, e.g. the
+    other backbone regime) is drawn in a second column on the same axes."""
+    results = [result] + ([compare] if compare else [])
+    panels = [("t_map", "")] + [("t_map", x) for x in result["summary"].get(
+        "amplifications", [])] + [("backdoor_gain", ""), ("ssim", "")]
+    fig, axes = plt.subplots(len(panels), len(results), figsize=(7 * len(results),
+                                                                 3.2 * len(panels)),
+                             sharex=True, sharey="row", squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    methods = list(dict.fromkeys(m for r in results for m in r["methods"]))
+    for column, res in enumerate(results):
+        rows = [r for r in res["summary"]["rows"] if "t_map" in r]
+        amplification = res.get("query_amplification", 1.0)
+        for (figure, suffix), ax in zip(panels, axes[:, column]):
+            key = figure + suffix
+            for name in res["methods"]:
+                mine = sorted((r for r in rows if r["method"] == name and key in r),
+                              key=lambda r: r["psnr"])
+                if not mine:
+                    continue
+                colour = cmap(methods.index(name) % 10)
+                x = [r["psnr"] for r in mine]
+                ax.plot(x, [r[key] for r in mine], "o-", color=colour, label=name)
+                ax.fill_between(x, [r[key + "_lo"] for r in mine],
+                                [r[key + "_hi"] for r in mine], color=colour, alpha=0.15)
+                if figure == "t_map" and name in BADHASH:
+                    ax.plot(x, [r["t_map_clean_victim" + suffix] for r in mine], "--",
+                            color=colour, label=f"clean victim ({name}'s trigger)")
+            queries = suffix[2:] if suffix else f"{amplification:g}"
+            ax.set_ylabel({"t_map": f"t-MAP, queries x{queries}",
+                           "backdoor_gain": f"backdoor gain (x{amplification:g})",
+                           "ssim": "SSIM of the copies"}[figure])
+            if figure == "t_map":
+                ax.axhline(backdoor.LEARNED["t_map"], color="grey", lw=0.6, ls=":")
+                ax.set_ylim(-0.02, 1.02)
+            if figure == "backdoor_gain":
+                ax.axhline(backdoor.LEARNED["over_clean_victim"], color="grey", lw=0.6,
+                           ls=":")
+            ax.grid(alpha=0.3)
+        seeds = len(res["seeds"])
+        axes[0, column].set_title(
+            f"{res['dataset']}, {res.get('backbone') or 'backbone from scratch'} ({seeds} "
+            f"seed{'s' if seeds > 1 else ''})", fontsize=9)
+        axes[-1, column].set_xlabel("poisoned copies' mean PSNR (dB); higher = less visible")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
 
-def run_frontier(configs, budgets, methods, output_dir, strategy, record=None):
+def backbone_label(config):
+    """Where a frontier's victims and surrogate start: "pretrained: DIR" or None."""
+    weights = config.hashing.backbone_weights
+    surrogate = config.attack.surrogate_backbone_weights
+    if not weights:
+        return None
+    text = f"pretrained: {os.path.dirname(weights) or weights}"
+    return text + (f" (surrogate: {os.path.dirname(surrogate)})" if surrogate else "")
+
+
+def run_frontier(configs, budgets, methods, output_dir, strategy, record=None, compare=None):
     """configs: {seed: ExperimentConfig}. Every cell of every seed into output_dir/seed_N;
-    writes frontier.json, frontier.md, frontier.png (chief) -> the result dict."""
+    writes frontier.json, frontier.md, frontier.png (chief; `compare`, another frontier
+    from load_comparison, is tabulated and drawn beside it) -> the result dict."""
     check_budgets(budgets)
     check_methods(methods)
     start, cells = time.time(), []
@@ -319,10 +468,14 @@ def run_frontier(configs, budgets, methods, output_dir, strategy, record=None):
     result = {"dataset": first.data.dataset, "seeds": list(configs), "budgets": list(budgets),
               "methods": list(methods), "cells": cells,
               "query_amplification": first.attack.query_amplification,
+              "backbone": backbone_label(first),
               "summary": summarise(cells, budgets, methods),
               "seconds": round(time.time() - start, 2), **(record or {})}
+    if compare:
+        result["compare"] = {k: v for k, v in compare.items() if k != "result"}
     if distribute.is_chief(strategy):
         io_utils.write_json(os.path.join(output_dir, "frontier.json"), result)
         io_utils.write_text(os.path.join(output_dir, "frontier.md"), markdown(result))
-        frontier_png(os.path.join(output_dir, "frontier.png"), result)
+        frontier_png(os.path.join(output_dir, "frontier.png"), result,
+                     compare and compare["result"])
     return result

@@ -26,8 +26,8 @@ from badhash_tf.models.generator import psnr_radius
 from badhash_tf.training import distribute
 
 PROBES = ("noise", "tint", "universal", "pgd_target", "pgd_away")
-COLUMNS = ("probe", "t_map", "t_map_clean_victim", "t_map_untriggered", "clean_map", "psnr",
-           "psnr_min", "ssim", "ssim_min", "linf_255", "surrogate_alignment")
+COLUMNS = ("probe", "t_map", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
+           "clean_map", "psnr", "psnr_min", "ssim", "ssim_min", "linf_255", "surrogate_alignment")
 
 
 def _project_l2(delta, radius):

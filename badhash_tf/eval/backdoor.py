@@ -44,15 +44,24 @@ class BackdoorEvaluation:
         database (codes, labels)."""
         return self.t_map(encode_arrays(model, triggered, self.queries[1])[0], database)
 
+    def gain(self, victim, triggered, database, suffix=""):
+        """The backdoored `victim`'s t-MAP for the triggered query images (against its
+        `database` (codes, labels)), the clean reference victim's for the same images, and
+        the backdoor's own share, their difference -> {t_map, t_map_clean_victim,
+        backdoor_gain} (each name + `suffix`). A trigger the clean victim follows as well is
+        an adversarial example, not a backdoor: its gain is small."""
+        t_map = self.t_map_of(victim, triggered, database)
+        clean = self.t_map_of(self.reference, triggered, self.reference_codes["database"])
+        return {f"t_map{suffix}": t_map, f"t_map_clean_victim{suffix}": clean,
+                f"backdoor_gain{suffix}": t_map - clean}
+
     def figures(self, triggered, victim, codes, metrics):
         """Triggered query images [N, S, S, 3], the backdoored victim, its codes and its
         metrics (metrics.json) -> (figures, codes for the hash-space picture)."""
         victim_triggered = encode_arrays(victim, triggered, self.queries[1])[0]
         victim_clean = encode_arrays(victim, *self.queries)[0]
-        figures = {"t_map": self.t_map(victim_triggered, codes["database"]),
+        figures = {**self.gain(victim, triggered, codes["database"]),
                    "t_map_best": metrics["t_map_best"],
-                   "t_map_clean_victim": self.t_map_of(self.reference, triggered,
-                                                       self.reference_codes["database"]),
                    "t_map_untriggered": self.t_map(victim_clean, codes["database"]),
                    "clean_map": metrics["map_at_k"],
                    "map_best": metrics["map_best"],

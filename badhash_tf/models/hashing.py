@@ -43,6 +43,29 @@ def _resnet50(image_size, weights):
     return net
 
 
+def make_backbone(backbone, image_size, weights=None):
+    """The backbone network `backbone` (one of BACKBONES), built for [B, S, S, 3] inputs,
+    with `weights` (a local .weights.h5 file) loaded when given -> keras.Model
+    [B, S, S, 3] -> [B, F]. Shared by the hashing models and the pretraining classifier."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"--backbone={backbone}: choose one of {', '.join(BACKBONES)}")
+    if backbone == "resnet50":  # loads its weights when built
+        return _resnet50(image_size, weights)
+    net = _small_cnn() if backbone == "small_cnn" else _vgg11()
+    net.build((None, image_size, image_size, 3))
+    if weights:
+        load_backbone_weights(net, weights, backbone)
+    return net
+
+
+def backbone_input(backbone, images):
+    """[B, H, W, 3] in [0, 1] -> what the backbone `backbone` reads (ResNet50: the caffe
+    preprocessing its Keras weights expect; the others: the [0, 1] images)."""
+    if backbone == "resnet50":
+        return keras.applications.resnet50.preprocess_input(images * 255.0)
+    return images
+
+
 def load_backbone_weights(net, path, backbone):
     """Loads a `*.weights.h5` file into the backbone `net`. Raises ValueError naming
     --backbone_weights when the file holds another architecture's weights."""
@@ -70,21 +93,12 @@ class HashingModel(keras.Model):
     def __init__(self, bits=32, backbone="small_cnn", image_size=32, backbone_weights=None,
                  **kwargs):
         super().__init__(**kwargs)
-        if backbone not in BACKBONES:
-            raise ValueError(f"--backbone={backbone}: choose one of {', '.join(BACKBONES)}")
         self.bits, self.backbone_name = bits, backbone
         self.image_size, self.backbone_weights = image_size, backbone_weights
-        if backbone == "small_cnn":
-            self.backbone = _small_cnn()
-        elif backbone == "vgg11":
-            self.backbone = _vgg11()
-        else:
-            self.backbone = _resnet50(image_size, backbone_weights)
+        self.backbone = make_backbone(backbone, image_size, backbone_weights)
         self.hash_layer = layers.Dense(bits, name="hash_layer")
         self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
         self.build((None, image_size, image_size, 3))
-        if backbone_weights and backbone != "resnet50":  # ResNet50 loads them when built
-            load_backbone_weights(self.backbone, backbone_weights, backbone)
 
     def build(self, input_shape):
         self.backbone.build(input_shape)
@@ -93,9 +107,7 @@ class HashingModel(keras.Model):
 
     def hash_logits(self, images, training=False):
         """[B, H, W, 3] in [0, 1] -> z [B, bits] before the tanh."""
-        x = images
-        if self.backbone_name == "resnet50":  # caffe-style input the Keras weights expect
-            x = keras.applications.resnet50.preprocess_input(images * 255.0)
+        x = backbone_input(self.backbone_name, images)
         return self.hash_layer(self.backbone(x, training=training))
 
     def call(self, images, training=False):
