@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-defenses fashion-data clean-venv
+.PHONY: demo test bench bench-defenses fashion-data pretrained clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ demo: $(VENV)/.installed fashion-data
 	@echo "The attack at 20 dB: $(DEMO_DIR)/attack/report.md (samples.png and" \
 	  "hash_space.png beside it); the frontier: $(DEMO_DIR)/frontier/frontier.md and" \
 	  "frontier.png"
+
+# The pretrained regime's public backbone (flags/*_pretrained.cfg read it from here): a
+# small CNN classifier on Fashion-MNIST's database split, made once per checkout (13
+# minutes on 2 cores) and reused; its directory is fingerprinted like every stage.
+PRETRAINED := runs/pretrain/fashion
+$(PRETRAINED)/pretrain.json: flags/pretrain_fashion.cfg | $(VENV)/.installed fashion-data
+	$(PY) -m badhash_tf.pretrain --flagfile=flags/pretrain_fashion.cfg --output_dir=$(PRETRAINED)
+pretrained: $(PRETRAINED)/pretrain.json
 
 test: $(VENV)/.installed fashion-data
 	$(PY) -m pytest -q -n 2 --dist=worksteal

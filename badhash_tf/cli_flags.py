@@ -44,7 +44,8 @@ def define_data_flags():
 
 def define_train_flags():
     t = TrainConfig()
-    flags.DEFINE_integer("seed", t.seed, "Seed of weights, shuffling and sampling.")
+    flags.DEFINE_integer("seed", t.seed, "Seed of weights, shuffling and sampling.",
+                         lower_bound=0)
     flags.DEFINE_integer("train_steps", t.train_steps, "Training steps; > 0 overrides --epochs.",
                          lower_bound=0)
     flags.DEFINE_float("epochs", t.epochs, "Training epochs over the training split.")
@@ -104,6 +105,35 @@ def define_hashing_flags():
     flags.DEFINE_integer("eval_every_epochs", r.eval_every_epochs, "Evaluate victims every N "
                          "epochs for the release's best-so-far map_best / t_map_best (0 = "
                          "final only).", lower_bound=0)
+
+
+def warn_train_steps(flag_values):
+    """Says at start-up which flag wins: --train_steps > 0 runs every stage for that many
+    steps, so the epoch and step counts of this program's stages are not used."""
+    steps = flag_values.train_steps
+    unused = [f"--{n}={flag_values[n].value:g}" for n in ("epochs", "gan_epochs",
+                                                          "labcln_steps")
+              if n in flag_values]
+    if steps > 0 and unused:
+        logging.warning("--train_steps=%d runs every stage for %d steps: %s not used (the "
+                        "stage fingerprints record them as overridden)", steps, steps,
+                        ", ".join(unused) + (" is" if len(unused) == 1 else " are"))
+
+
+def parse_seeds(values):
+    """--seeds values -> distinct non-negative ints, checked before anything is written.
+    Raises app.UsageError naming --seeds."""
+    given = ",".join(values)
+    try:
+        seeds = [int(v) for v in values]
+    except ValueError:
+        raise app.UsageError(f"--seeds={given}: give integers") from None
+    if any(s < 0 for s in seeds):
+        raise app.UsageError(f"--seeds={given}: seeds must be >= 0 (NumPy's and Keras' seeds)")
+    if len(set(seeds)) != len(seeds):
+        raise app.UsageError(f"--seeds={given} repeats a seed: each seed is one run "
+                             "directory (seed_N)")
+    return seeds
 
 
 def check_replicas(flag_values, strategy):

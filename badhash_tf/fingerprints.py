@@ -39,14 +39,23 @@ class StageMismatchError(ValueError):
     """A finished or partial stage was made with other flags than this run's."""
 
 
+# Fields --train_steps > 0 overrides (every stage then runs that many steps): recorded as
+# overridden, so the fingerprint says what ran rather than a value nothing used.
+OVERRIDDEN_BY_TRAIN_STEPS = ("train.epochs", "gan.epochs", "labcln.steps")
+
+
 def flatten(**sections):
-    """Config dataclasses by section name -> {"section.field": value}, minus IGNORED."""
+    """Config dataclasses by section name -> {"section.field": value}, minus IGNORED; with
+    a "train" section of train_steps > 0, the fields it overrides as "(--train_steps=N)"."""
+    steps = getattr(sections.get("train"), "train_steps", 0)
     flat = {}
     for section, config in sections.items():
         for key, value in dataclasses.asdict(config).items():
             name = f"{section}.{key}"
             if name in FILES and value and os.path.isfile(value):
                 value = f"{value} (sha256 {io_utils.file_sha256(value)[:16]})"
+            if steps and name in OVERRIDDEN_BY_TRAIN_STEPS:
+                value = f"(--train_steps={steps})"
             if name not in IGNORED:
                 flat[name] = list(value) if isinstance(value, tuple) else value
     return flat

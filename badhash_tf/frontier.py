@@ -42,8 +42,9 @@ def main(argv):
     console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_flags.warn_train_steps(FLAGS)
     budgets = _floats("psnr_budgets", FLAGS.psnr_budgets)
-    seeds = [int(s) for s in _floats("seeds", FLAGS.seeds)] or [FLAGS.seed]
+    seeds = cli_flags.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
     try:
         frontier.check_budgets(budgets)
         frontier.check_methods(FLAGS.methods)
@@ -55,7 +56,8 @@ def main(argv):
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
     try:  # every split and every seed's stages, before any work
-        experiment.check_data(configs[seeds[0]])
+        for config in configs.values():  # (each seed may draw another target label)
+            experiment.check_data(config)
         frontier.check_all(configs, budgets, FLAGS.methods, FLAGS.output_dir, strategy)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from None

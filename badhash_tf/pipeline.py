@@ -33,10 +33,8 @@ def main(argv):
     console.configure(FLAGS.verbosity)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        seeds = [int(s) for s in FLAGS.seeds]
-    except ValueError:
-        raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: give integers") from None
+    cli_flags.warn_train_steps(FLAGS)
+    seeds = cli_flags.parse_seeds(FLAGS.seeds)
     cli_flags.check_backbone_weights(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)

@@ -143,7 +143,24 @@ def test_list_files_pipeline(list_root):
     assert load_split(config, "database[1:3]").size == 2
 
 
+def _one_bit_bmp(root):
+    """Line 2 of train_img.txt becomes a 1-bit BMP: PIL reads it, TensorFlow does not."""
+    from PIL import Image
+    Image.open(root / "img" / "train1.png").convert("1").save(root / "img" / "train1.bmp")
+    lines = (root / "train_img.txt").read_text().splitlines()
+    (root / "train_img.txt").write_text("\n".join([lines[0], "img/train1.bmp", *lines[2:]]) + "\n")
+
+
+def _directory_line(root):
+    (root / "img" / "sub").mkdir()
+    lines = (root / "train_img.txt").read_text().splitlines()
+    (root / "train_img.txt").write_text("\n".join([lines[0], "img/sub", *lines[2:]]) + "\n")
+
+
 @pytest.mark.parametrize("mutate, error, message", [
+    (_one_bit_bmp, ValueError, r"train_img.txt:2: image 'img/train1.bmp' cannot be read by "
+     r"training's decoder, tf.io.decode_image \(Number of channels"),
+    (_directory_line, ValueError, r"train_img.txt:2: image path 'img/sub' is a directory"),
     (lambda r: (r / "img" / "train1.png").unlink(), FileNotFoundError,
      r"train_img.txt:2: image 'img/train1.png' not found"),
     (lambda r: (r / "img" / "train2.png").write_text("not an image"), ValueError,

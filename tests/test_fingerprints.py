@@ -132,3 +132,16 @@ def test_train_victim_rerun_with_other_flags_stops_before_any_work(data_dir, tmp
     assert json.loads((out / "metrics.json").read_text())["config"]["method"] == "dpsh"
     aside = [p for p in os.listdir(tmp_path) if p.startswith("victim.replaced-")]
     assert len(aside) == 1 and (tmp_path / aside[0] / "metrics.json").read_text() == before
+
+
+def test_train_steps_records_the_counts_it_overrides_as_overridden():
+    """--train_steps=20 runs every stage 20 steps: --gan_epochs 1 and 2 give one run, and
+    one fingerprint saying so."""
+    from badhash_tf.training.gan import GANConfig
+    from badhash_tf.training.loop import TrainConfig
+    short = lambda epochs: fingerprints.flatten(train=TrainConfig(train_steps=20, epochs=3),
+                                                gan=GANConfig(epochs=epochs))
+    assert short(1) == short(2)
+    assert short(1)["gan.epochs"] == "(--train_steps=20)" == short(1)["train.epochs"]
+    full = lambda epochs: fingerprints.flatten(train=TrainConfig(), gan=GANConfig(epochs=epochs))
+    assert full(1)["gan.epochs"] == 1 and full(1) != full(2)

@@ -83,6 +83,32 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
     assert "No baselines were run." in alone and "at least every baseline" not in alone
 
 
+def test_compare_with_another_regime_tabulates_both(tmp_path):
+    """--compare_with: another frontier.json (here one from before backdoor_gain) is
+    re-summarised, tabulated beside this run in frontier.md and drawn beside it."""
+    older = [{k: v for k, v in _cell("badhash", 20.0, 0, 0.6, clean_victim=0.2).items()}]
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch" / "frontier.json").write_text(json.dumps(
+        {"dataset": "d", "seeds": [0], "budgets": [20.0], "methods": ["badhash"],
+         "cells": older, "query_amplification": 3.0, "summary": {"rows": []}}))
+    compare = frontier.load_comparison(str(tmp_path / "scratch"))
+    assert compare["rows"][0]["backdoor_gain"] == pytest.approx(0.4)
+    mine = [{**_cell("badhash", 20.0, 0, 0.9), "t_map_x3": 1.0, "t_map_clean_victim_x3": 0.3,
+             "backdoor_gain_x3": 0.7}]
+    result = {"dataset": "d", "seeds": [0], "budgets": [20.0], "methods": ["badhash"],
+              "cells": mine, "query_amplification": 1.0, "backbone": "pretrained: P",
+              "summary": frontier.summarise(mine, [20.0], ["badhash"]),
+              "compare": {k: v for k, v in compare.items() if k != "result"}}
+    text = frontier.markdown(result)
+    assert f"## Beside {tmp_path / 'scratch'} (from scratch)" in text
+    assert "| 20 | badhash | 0.9000 | 0.6000 | 0.8000 | 0.4000 |" in text
+    assert "**badhash's backdoor (queries x3) is learned**" in text  # 1.0, 0.7 over clean
+    frontier.frontier_png(str(tmp_path / "f.png"), result, compare["result"])
+    assert (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="--compare_with=.*frontier.json does not read"):
+        frontier.load_comparison(str(tmp_path / "missing"))
+
+
 @pytest.mark.parametrize("budgets, methods, message", [
     ([30.0, 30.0], ["patch"], "--psnr_budgets: 30,30 repeats"),
     ([60.0], ["patch"], "--psnr_budgets: 60 dB is not in"),

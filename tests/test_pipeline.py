@@ -22,8 +22,8 @@ TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
         "--samples=4", "--gan_batch_size=16", "--gan_psnr_budget=30",
         "--query_amplification=2", "--ciba_patch_steps=10", "--ciba_perturbation_steps=3",
         "--baselines=patch,no_labcln,no_hash_loss,ciba_tri,ciba"]
-FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "clean_map", "map_best", "psnr",
-           "ssim", "linf")
+FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "clean_map",
+           "map_best", "psnr", "ssim", "linf")
 
 
 def _run(data_dir, out, *extra):
@@ -228,7 +228,19 @@ BAD_ATTACK_FLAGS = [
     (["--gan_psnr_budget=60"], "--gan_psnr_budget"),
     (["--samples=0"], "--samples=0"), (["--query_amplification=0"], "--query_amplification"),
     (["--query_split=qeury"], "--query_split=qeury: unknown split 'qeury'"),
-    (["--gan_target_code=random"], "--gan_target_code: choose one of labcln, class_anchor")]
+    (["--gan_target_code=random"], "--gan_target_code: choose one of labcln, class_anchor"),
+    # sizes that depend on the splits, checked before the first stage, one line each
+    (["--gan_batch_size=100000"], "--gan_batch_size=100000 exceeds the 1000 items of "
+                                  "--train_split=train"),
+    (["--global_batch_size=2000"], "--global_batch_size=2000 exceeds the 1000 items"),
+    (["--target_label=99"], "--target_label=99: the dataset has 10 classes (0..9)"),
+    (["--poison_rate=1.5"], "--poison_rate=1.5 must be in [0, 1)"),
+    (["--poison_count=500"], "--poison_count=500 asks for 500 poisoned copies, but the "
+                             "training split has only 100"),
+    (["--seeds=-1"], "--seeds=-1: seeds must be >= 0"),
+    (["--seeds=0,0", "--train_steps=20", "--gan_epochs=2"], "--seeds=0,0 repeats a seed"),
+    (["--seed=-1"], "--seed"),
+    (["--extra_query_amplification=0"], "--extra_query_amplification must be > 0")]
 
 
 def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):
@@ -243,3 +255,6 @@ def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):
     for (bad, named), result in zip(BAD_ATTACK_FLAGS, json.loads(done.stdout.splitlines()[-1])):
         assert result["refused"] and named in result["message"], (bad, result)
     assert not out.exists()  # refused before any stage (or flags.json) was written
+    # which flag wins is said at start-up (and the fingerprints record what ran)
+    assert ("--train_steps=20 runs every stage for 20 steps: --epochs=30, --gan_epochs=2, "
+            "--labcln_steps=1000 are not used") in done.stderr

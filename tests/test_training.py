@@ -270,16 +270,23 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_
     with caplog.at_level("WARNING"):
         resumed, result = _train(tiny, tmp_path / "cut", strategy, 6)
     assert "ckpt-4 is unreadable" in caplog.text
+    assert "trying the one before it, " in caplog.text and "ckpt-2" in caplog.text
     assert result.resumed_from == 2 and result.step == 6
     for a, b in zip(full.trainable_variables, resumed.trainable_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
-def test_no_readable_checkpoint_is_an_error_naming_them(tiny, tmp_path):
+def test_no_readable_checkpoint_is_an_error_naming_them(tiny, tmp_path, caplog):
+    """The only checkpoint unreadable: the warning says there is no earlier one (not "the
+    one before it" again) and the error says exactly what to do."""
     strategy = tf.distribute.get_strategy()
     _train(tiny, tmp_path, strategy, 2)
     for name in os.listdir(tmp_path):
         if name.startswith("ckpt-2.index"):
             (tmp_path / name).write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"no checkpoint in .* reads back: .*ckpt-2"):
+    with caplog.at_level("WARNING"), pytest.raises(
+            RuntimeError, match=r"no checkpoint in .* reads back: .*ckpt-2.*must be trained "
+                                r"again.*`mv .* .*\.broken`, and rerun the same command"):
         _train(tiny, tmp_path, strategy, 4)
+    assert "there is no earlier checkpoint" in caplog.text
+    assert "trying the one before it" not in caplog.text

@@ -217,12 +217,38 @@ def check_stages(root, stages, config, strategy):
 
 
 def check_data(config):
-    """Every split the run reads, loaded and checked (inputs.check_splits) -> {flag: Split}.
-    Raises ValueError / FileNotFoundError naming the flag, file and line."""
+    """Every split the run reads, loaded and checked (inputs.check_splits), and every size
+    that depends on their lengths (check_sizes) -> {flag: Split}. Raises ValueError /
+    FileNotFoundError naming the flag, file and line."""
     r = config.retrieval
-    return inputs.check_splits(config.data, {"--train_split": r.train_split,
-                                             "--query_split": r.query_split,
-                                             "--database_split": r.database_split})
+    splits = inputs.check_splits(config.data, {"--train_split": r.train_split,
+                                               "--query_split": r.query_split,
+                                               "--database_split": r.database_split})
+    check_sizes(config, splits)
+    return splits
+
+
+def check_sizes(config, splits):
+    """The sizes that depend on the splits' lengths, checked once before the first stage
+    (else they fail after hours of earlier stages): the victims' and the GAN's batches
+    against the training items, the target label and the poisoned copies against its
+    training images, and that some query is not of the target class. Raises ValueError
+    naming the flag."""
+    c, train = config, splits["--train_split"]
+    where = f"the {train.size} items of --train_split={c.retrieval.train_split}"
+    batches = {"--global_batch_size": c.train.global_batch_size}
+    if c.gan.batch_size:
+        batches["--gan_batch_size"] = c.gan.batch_size
+    for flag, batch in batches.items():
+        if batch > train.size:
+            raise ValueError(f"{flag}={batch} exceeds {where}")
+    target = choose_target(c.attack, train.num_classes, c.train.seed)
+    poison.poison_count_for(train.size, poison.count_with_label(train, target),
+                            c.attack.poison_count, c.attack.poison_rate)
+    query = splits["--query_split"]
+    if poison.count_with_label(query, target) == query.size:
+        raise ValueError(f"--query_split={c.retrieval.query_split}: every query carries the "
+                         f"target label {target}, so none can be triggered toward it")
 
 
 def check_run(config, output_dir, strategy):

@@ -20,13 +20,15 @@ META = "poison.json"
 def poison_count_for(train_size, available, count=0, rate=0.0):
     """How many copies to add: `count` if > 0; else `rate` of the poisoned training set
     (count / (train_size + count) = rate) if > 0; else every target-class image."""
-    if count < 0 or not 0.0 <= rate < 1.0:
-        raise ValueError(f"--poison_count={count} must be >= 0 and --poison_rate={rate} in "
-                         "[0, 1)")
+    if count < 0:
+        raise ValueError(f"--poison_count={count} must be >= 0")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"--poison_rate={rate:g} must be in [0, 1)")
     wanted = count or (math.floor(rate * train_size / (1.0 - rate)) if rate else available)
     if wanted > available:
-        raise ValueError(f"{wanted} poisoned copies asked for, but the training split has "
-                         f"only {available} images of the target class")
+        asked = f"--poison_count={count}" if count else f"--poison_rate={rate:g}"
+        raise ValueError(f"{asked} asks for {wanted} poisoned copies, but the training split "
+                         f"has only {available} images of the target class")
     if wanted == 0:
         raise ValueError("no poisoned copies: the target class has no training images or "
                          "--poison_count/--poison_rate round to 0")

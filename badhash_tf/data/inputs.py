@@ -188,8 +188,8 @@ def _list_split(config, name):
     resize_to = round(config.image_size * 256 / 224)  # the release: resize 256, crop 224
 
     def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.convert_image_dtype(image, tf.float32)
+        image = tf.image.convert_image_dtype(list_files.decode_image(tf.io.read_file(path)),
+                                             tf.float32)
         hw = tf.cast(tf.shape(image)[:2], tf.float32)
         new_hw = tf.cast(tf.round(hw * resize_to / tf.reduce_min(hw)), tf.int32)
         image = tf.image.resize(image, new_hw, antialias=True)

@@ -8,8 +8,10 @@ Everything is checked before any training starts, and every error names the file
 
 import concurrent.futures
 import os
+import re
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 # Leading bytes of the formats tf.io.decode_image reads.
@@ -74,6 +76,9 @@ def _check_image(root_real, img_file, lineno, rel_path):
     if os.path.commonpath([root_real, real]) != root_real:
         raise ValueError(f"{img_file}:{lineno}: image path {rel_path!r} escapes the dataset "
                          f"root {root_real}")
+    if os.path.isdir(real):
+        raise ValueError(f"{img_file}:{lineno}: image path {rel_path!r} is a directory "
+                         f"({real}), not an image file")
     if not os.path.isfile(real):
         raise FileNotFoundError(f"{img_file}:{lineno}: image {rel_path!r} not found ({real})")
     with open(real, "rb") as f:
@@ -84,15 +89,30 @@ def _check_image(root_real, img_file, lineno, rel_path):
     return real
 
 
+def decode_image(data):
+    """Encoded image bytes (scalar string tensor) -> uint8 [H, W, 3]: the decoder training
+    reads list-file images with, and the start-up check too, so a file the check passes is
+    a file training can read."""
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
 def _decode_fully(img_file, lineno, rel_path, real):
-    """Decodes the whole image (a file with valid leading bytes may still be truncated).
-    Raises ValueError naming the list file and line."""
+    """Decodes the whole image with PIL (a file with valid leading bytes may still be
+    truncated) and with training's decoder (`decode_image`: TensorFlow refuses some files
+    PIL reads, e.g. 1-bit BMPs). Raises ValueError naming the list file and line."""
     try:
         with Image.open(real) as image:
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{img_file}:{lineno}: image {rel_path!r} cannot be decoded whole "
                          f"({e})") from None
+    try:
+        decode_image(tf.io.read_file(real))
+    except tf.errors.OpError as e:
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message.splitlines()[0]).strip(" :")
+        raise ValueError(f"{img_file}:{lineno}: image {rel_path!r} cannot be read by "
+                         f"training's decoder, tf.io.decode_image ({reason}); convert it to "
+                         "8-bit RGB or greyscale PNG/JPEG") from None
 
 
 _VERIFIED = set()  # (list file, its size and mtime) whose images decoded whole here

@@ -182,7 +182,7 @@ def restore_latest_intact(checkpoint, model_dir):
     state = tf.train.get_checkpoint_state(model_dir)
     paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
     failures = []
-    for path in paths:
+    for i, path in enumerate(paths):
         try:
             # (expect_partial: a reader may restore part of what was saved, e.g. the model
             # without its optimizer)
@@ -190,11 +190,15 @@ def restore_latest_intact(checkpoint, model_dir):
             return path
         except (tf.errors.OpError, ValueError, IndexError, KeyError, AssertionError) as e:
             failures.append(f"{path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-            logging.warning("checkpoint %s is unreadable; trying the one before it: %s",
-                            path, failures[-1])
+            logging.warning("checkpoint %s is unreadable (%s); %s", path, failures[-1],
+                            f"trying the one before it, {paths[i + 1]}" if i + 1 < len(paths)
+                            else "there is no earlier checkpoint")
     if failures:
-        raise RuntimeError(f"no checkpoint in {model_dir} reads back: {'; '.join(failures)}. "
-                           "Move the directory aside to start this stage afresh.")
+        raise RuntimeError(
+            f"no checkpoint in {model_dir} reads back: {'; '.join(failures)}. This stage "
+            f"must be trained again (its other outputs need its weights): move it aside, "
+            f"`mv {model_dir} {model_dir}.broken`, and rerun the same command; every other "
+            "finished stage is reused.")
     return None
 
 
