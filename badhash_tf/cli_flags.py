@@ -2,9 +2,13 @@
 library's config dataclasses. Only command-line modules import this; the library never
 reads FLAGS."""
 
+import contextlib
 import dataclasses
+import sys
 
 from absl import app, flags, logging
+
+from badhash_tf import io_utils
 
 from badhash_tf.attack import ciba
 from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentConfig,
@@ -14,12 +18,14 @@ from badhash_tf.data.inputs import DataConfig
 from badhash_tf.models import discriminator, generator
 from badhash_tf.models.generator import MAX_PSNR_BUDGET
 from badhash_tf.models.hashing import BACKBONES, HashingModel
+from badhash_tf.training import distribute
 from badhash_tf.training.distribute import STRATEGIES
 from badhash_tf.training.gan import HASH_TERMS, TARGET_CODES, GANConfig
 from badhash_tf.training.hashing import METHODS, HashingConfig
 from badhash_tf.training.labcln import LabCLNConfig
 from badhash_tf.training.loop import TrainConfig
-from badhash_tf.training.pretrain import AUGMENTS, PretrainConfig, check_compatible, read_pretrained
+from badhash_tf.training.pretrain import (AUGMENTS, PretrainConfig, check_compatible,
+                                          read_pretrained)
 
 
 def define_data_flags():
@@ -73,7 +79,9 @@ def define_hashing_flags():
     flags.DEFINE_integer("bits", h.bits, "Hash code length (16/32/48/64 in the paper).",
                          lower_bound=1)
     flags.DEFINE_string("backbone_weights", h.backbone_weights,
-                        "Local weights file for the backbone (nothing is downloaded).")
+                        "The backbone's starting weights: a local Keras .weights.h5 file, or "
+                        "'imagenet' (ResNet50 only: keras.applications fetches and caches "
+                        "them on first use, the one download any program makes).")
     flags.DEFINE_enum("optimizer", h.optimizer, ("adam", "rmsprop"), "Optimizer.")
     flags.DEFINE_float("learning_rate", h.learning_rate, "Learning rate.")
     flags.DEFINE_float("weight_decay", h.weight_decay, "L2 weight decay added to the gradient "
@@ -118,6 +126,46 @@ def warn_train_steps(flag_values):
         logging.warning("--train_steps=%d runs every stage for %d steps: %s not used (the "
                         "stage fingerprints record them as overridden)", steps, steps,
                         ", ".join(unused) + (" is" if len(unused) == 1 else " are"))
+
+
+@contextlib.contextmanager
+def output_dir_lock(directory, strategy):
+    """The run directory's one-writer lock (io_utils.run_dir_lock; the chief's, as only it
+    writes there) around a program's work; a held lock or a --output_dir that is a file
+    is an app.UsageError naming it. Take it before the first write (stages.json included)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(io_utils.run_dir_lock(
+                directory, distribute.is_chief(strategy), logging.warning))
+        except (io_utils.RunDirLockedError, NotADirectoryError) as e:
+            raise app.UsageError(str(e)) from None
+        yield
+
+
+ATTACK_PREFIXES = ("gan_", "labcln_", "ciba_")
+ATTACK_FLAGS = ("target_label", "poison_count", "poison_rate", "surrogate_seed_offset",
+                "patch_size", "baselines", "samples", "query_amplification",
+                "extra_query_amplification")
+
+
+def parse_victim_flags(argv):
+    """absl's flag parsing for the victim-only programs (train_victim), with a hint where
+    an attack preset was given: its attack flag named and the victim presets said. A bad
+    flag ends the program as absl's parser does (one line, exit code 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+        name = getattr(e, "flagname", "")
+        if name.startswith(ATTACK_PREFIXES) or name in ATTACK_FLAGS:
+            message += (f": --{name} is an attack flag (pipeline, frontier, probe_triggers), "
+                        "likely from an attack preset such as flags/digits.cfg; this program "
+                        "trains a victim alone and takes the victim presets: "
+                        "flags/digits_victim.cfg, flags/fashion_victim.cfg, "
+                        "flags/imagenet100.cfg, ...")
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
 
 
 def parse_seeds(values):
@@ -192,6 +240,11 @@ def check_backbone_weights(flag_values):
                              path)
             except (ValueError, FileNotFoundError) as e:
                 raise app.UsageError(str(e)) from None
+            except Exception as e:  # imagenet: keras.applications could not fetch them
+                raise app.UsageError(f"--backbone_weights={path}: keras.applications could "
+                                     f"not fetch the ImageNet weights ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:200]}); give a local "
+                                     ".weights.h5 file where there is no internet") from None
         return
     if flag_values.require_backbone_weights:
         raise app.UsageError(

@@ -5,8 +5,9 @@ chatter (tfds, TensorFlow: "Constructing tf.data.Dataset", "Sharding callback du
 
 import logging as std_logging
 import os
+import sys
 
-from absl import logging
+from absl import app, logging
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,3 +27,14 @@ def configure(verbosity):
         return
     logging.get_absl_handler().addFilter(OwnLinesAndWarnings())
     std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+
+
+def run_program(main, doc, module_name, flags_parser=None):
+    """Runs a program's `main` with absl, from `python -m` or a console script
+    (pyproject.toml [project.scripts]): `--help` and `--helpshort` show the program's
+    docstring `doc` and its own flags (absl finds both through the main module).
+    `flags_parser(argv)`, when given, replaces absl's (e.g. to add a hint to an error)."""
+    sys.modules["__main__"].__doc__ = doc
+    if module_name != "__main__":  # a console script: absl keyed the flags by module name
+        sys.argv[0] = module_name
+    app.run(main, **({"flags_parser": flags_parser} if flags_parser else {}))

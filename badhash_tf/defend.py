@@ -62,11 +62,18 @@ def main(argv):
     logging.info("%d attack variants under %s; defenses %s", len(variants), FLAGS.run_dir,
                  ", ".join(FLAGS.defenses))
     config = cli_flags.from_flags(harness.DefenseConfig, FLAGS)
-    io_utils.write_json(os.path.join(output_dir, "flags.json"), cli_flags.used_flags(FLAGS))
-    harness.run_defenses(FLAGS.run_dir, FLAGS.defenses, config, output_dir,
-                         distribute.make_strategy("default"), FLAGS.variants)
+    strategy = distribute.make_strategy("default")
+    with cli_flags.output_dir_lock(output_dir, strategy):
+        io_utils.write_json(os.path.join(output_dir, "flags.json"), cli_flags.used_flags(FLAGS))
+        harness.run_defenses(FLAGS.run_dir, FLAGS.defenses, config, output_dir, strategy,
+                             FLAGS.variants)
     logging.info("-> %s/defenses.md, %s/defenses.png", output_dir, output_dir)
 
 
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

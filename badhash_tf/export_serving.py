@@ -36,5 +36,10 @@ def main(argv):
     logging.info("export took %.1f s", time.time() - tick)
 
 
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -55,25 +55,31 @@ def main(argv):
     configs = {seed: cli_flags.experiment_config(FLAGS, seed, baselines=()) for seed in seeds}
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
-    try:  # every split and every seed's stages, before any work
-        for config in configs.values():  # (each seed may draw another target label)
-            experiment.check_data(config)
-        frontier.check_all(configs, budgets, FLAGS.methods, FLAGS.output_dir, strategy)
-    except (ValueError, FileNotFoundError) as e:
-        raise app.UsageError(str(e)) from None
-    if distribute.is_chief(strategy):
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
-    result = frontier.run_frontier(configs, budgets, FLAGS.methods, FLAGS.output_dir,
-                                   strategy, compare=compare or None)
-    for name in frontier.BADHASH:
-        if name in result["summary"]:
-            verdict = result["summary"][name]
-            logging.info("%s's backdoor learned at %s dB, not at %s dB; at least every "
-                         "baseline at %s dB by t-MAP, at %s dB by backdoor gain", name,
-                         verdict["learned_at"], verdict["not_learned_at"],
-                         verdict["beats_baselines_at"], verdict["gain_beats_baselines_at"])
-    logging.info("-> %s/frontier.md, %s/frontier.png", FLAGS.output_dir, FLAGS.output_dir)
+    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
+        try:  # every split and every seed's stages, before any work
+            for config in configs.values():  # (each seed may draw another target label)
+                experiment.check_data(config)
+            frontier.check_all(configs, budgets, FLAGS.methods, FLAGS.output_dir, strategy)
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(str(e)) from None
+        if distribute.is_chief(strategy):
+            io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
+        result = frontier.run_frontier(configs, budgets, FLAGS.methods, FLAGS.output_dir,
+                                       strategy, compare=compare or None)
+        for name in frontier.BADHASH:
+            if name in result["summary"]:
+                verdict = result["summary"][name]
+                logging.info("%s's backdoor learned at %s dB, not at %s dB; at least every "
+                             "baseline at %s dB by t-MAP, at %s dB by backdoor gain", name,
+                             verdict["learned_at"], verdict["not_learned_at"],
+                             verdict["beats_baselines_at"], verdict["gain_beats_baselines_at"])
+        logging.info("-> %s/frontier.md, %s/frontier.png", FLAGS.output_dir, FLAGS.output_dir)
+
+
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -2,11 +2,14 @@
 half-written file and a failed run never clobbers a good one."""
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -38,6 +41,86 @@ def staging_dir(parent, prefix):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+LOCK_FILE = ".lock"
+
+
+class RunDirLockedError(RuntimeError):
+    """Another live program holds the run directory's lock."""
+
+
+def _holder(text):
+    """The lock file's record -> dict (pid, command, started), {} if unreadable."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe(holder):
+    return (f"PID {holder.get('pid', '?')}, `{holder.get('command', '?')}`, started "
+            f"{holder.get('started', '?')}")
+
+
+@contextlib.contextmanager
+def run_dir_lock(directory, enabled=True, log=None):
+    """One writer per run directory: holds an OS-level lock (fcntl.flock) on
+    `directory`/.lock while the block runs; the kernel releases it when the process ends,
+    crash included. Raises RunDirLockedError naming the holder (PID, command, start time)
+    when another live program holds it. A record left by a dead process (killed before it
+    could clear it) is taken over, with a line through `log(message)`. A directory this
+    call created is removed again when the block fails and nothing but the lock was written
+    (a start-up check that refuses leaves nothing behind). `enabled` False (a non-chief
+    worker) does nothing."""
+    if not enabled:
+        yield
+        return
+    created = not os.path.exists(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"--output_dir={directory} is a file, not a directory")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            raise RunDirLockedError(
+                f"{directory} is in use by another program ({_describe(holder)}): one writer "
+                "per run directory. Wait for it, stop it, or use another --output_dir.") \
+                from None
+        previous = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+        if previous and previous.get("pid") != os.getpid() and log:
+            state = ("no longer running" if not _alive(int(previous.get("pid", 0)))
+                     else "running but not holding it")
+            log(f"{directory}: took over the lock left by {_describe(previous)}, {state}")
+        record = json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv),
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        try:
+            yield
+        except BaseException:
+            if created and os.listdir(directory) == [LOCK_FILE]:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        finally:
+            if os.path.exists(path):
+                os.ftruncate(fd, 0)  # released cleanly: no record for the next to report
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 def write_text(path, text):

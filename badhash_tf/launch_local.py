@@ -19,6 +19,8 @@ import time
 
 from absl import app, flags, logging
 
+from badhash_tf import console
+
 flags.DEFINE_integer("workers", 2, "Number of local worker processes.")
 flags.DEFINE_float("timeout", 0, "Stop every worker after this many seconds (0 = never).")
 FLAGS = flags.FLAGS
@@ -118,5 +120,10 @@ def main(argv):
     return run_workers(command, FLAGS.workers, FLAGS.timeout)
 
 
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -41,37 +41,39 @@ def main(argv):
     chief = distribute.is_chief(strategy)
     layout = RunLayout(FLAGS.output_dir)
     config = cli_flags.experiment_config(FLAGS)  # checks the attack's flags before any work
-    try:  # every split, and every seed's stages against its record, before any work
-        for seed in seeds or [None]:
-            out = layout.seed(seed).root if seed is not None else FLAGS.output_dir
-            experiment.check_run(cli_flags.experiment_config(FLAGS, seed), out, strategy)
-    except (ValueError, FileNotFoundError) as e:  # a stage recorded with other flags, bad data
-        raise app.UsageError(str(e)) from None
-    if chief:
-        io_utils.write_json(layout.flags_json, cli_flags.used_flags(FLAGS))
-    if not seeds:
-        result = run_experiment(config, FLAGS.output_dir, strategy)
-        _log(result, layout)
-        if chief and FLAGS.export_base:
-            for name, path in export.export_run(FLAGS.output_dir, FLAGS.export_base).items():
-                logging.info("exported %s -> %s", name, path)
-        return
-    results = []
-    for seed in seeds:
-        out = layout.seed(seed)
-        results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out.root,
-                                      strategy))
-        _log(results[-1], out)
-    if chief:
-        data = report.summary(results)
-        io_utils.write_json(layout.summary_json, data)
-        io_utils.write_text(layout.summary_md, report.summary_markdown(data))
-        logging.info("mean over seeds %s: t-MAP %.4f (clean victim %.4f), clean MAP %.4f "
-                     "(reference %.4f), PSNR %.2f dB, SSIM %.4f -> %s",
-                     ",".join(map(str, seeds)), data["mean"]["t_map"],
-                     data["mean"]["t_map_clean_victim"], data["mean"]["clean_map"],
-                     data["mean"]["clean_map_reference"], data["mean"]["psnr"],
-                     data["mean"]["ssim"], layout.summary_md)
+    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
+        try:  # every split, and every seed's stages against its record, before any work
+            for seed in seeds or [None]:
+                out = layout.seed(seed).root if seed is not None else FLAGS.output_dir
+                experiment.check_run(cli_flags.experiment_config(FLAGS, seed), out, strategy)
+        except (ValueError, FileNotFoundError) as e:  # stages made with other flags, bad data
+            raise app.UsageError(str(e)) from None
+        if chief:
+            io_utils.write_json(layout.flags_json, cli_flags.used_flags(FLAGS))
+        if not seeds:
+            result = run_experiment(config, FLAGS.output_dir, strategy)
+            _log(result, layout)
+            if chief and FLAGS.export_base:
+                exported = export.export_run(FLAGS.output_dir, FLAGS.export_base)
+                for name, path in exported.items():
+                    logging.info("exported %s -> %s", name, path)
+            return
+        results = []
+        for seed in seeds:
+            out = layout.seed(seed)
+            results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out.root,
+                                          strategy))
+            _log(results[-1], out)
+        if chief:
+            data = report.summary(results)
+            io_utils.write_json(layout.summary_json, data)
+            io_utils.write_text(layout.summary_md, report.summary_markdown(data))
+            logging.info("mean over seeds %s: t-MAP %.4f (clean victim %.4f), clean MAP %.4f "
+                         "(reference %.4f), PSNR %.2f dB, SSIM %.4f -> %s",
+                         ",".join(map(str, seeds)), data["mean"]["t_map"],
+                         data["mean"]["t_map_clean_victim"], data["mean"]["clean_map"],
+                         data["mean"]["clean_map_reference"], data["mean"]["psnr"],
+                         data["mean"]["ssim"], layout.summary_md)
 
 
 def _log(result, layout):
@@ -83,5 +85,10 @@ def _log(result, layout):
                  result["seconds"]["total"], layout.report_md)
 
 
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

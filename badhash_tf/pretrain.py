@@ -35,26 +35,32 @@ def main(argv):
     strategy = distribute.make_strategy(train.strategy, train.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
     sections = {"data": data, "pretrain": config, "train": train}
-    try:  # the pool, then a rerun over a backbone made with other flags: before any work
-        pool = inputs.check_splits(data, {"--pool_split": config.pool_split})["--pool_split"]
-        split_heldout(pool, config.heldout, config.heldout_seed)
-        fingerprints.check_and_record(
-            FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(**sections)},
-            train.overwrite, distribute.is_chief(strategy),
-            fingerprints.defaults(**sections))
-    except (ValueError, FileNotFoundError) as e:
-        raise app.UsageError(str(e)) from None
-    distribute.barrier(strategy)
-    used = cli_flags.used_flags(FLAGS)
-    if distribute.is_chief(strategy):
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-    result = pretrain_backbone(data, config, train, FLAGS.output_dir, strategy,
-                               record={"flags": used})
-    logging.info("pretrained %s on %s[%s] (%d items, %d steps): held-out top-1 %.4f in %.1f "
-                 "s -> %s/pretrain.json", result["backbone"], result["pool"],
-                 result["pool_split"], result["train_items"], result["train_steps"],
-                 result["heldout_top1"], result["seconds"], FLAGS.output_dir)
+    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
+        try:  # the pool, then a rerun over a backbone made with other flags: before any work
+            pool = inputs.check_splits(data, {"--pool_split": config.pool_split})["--pool_split"]
+            split_heldout(pool, config.heldout, config.heldout_seed)
+            fingerprints.check_and_record(
+                FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(**sections)},
+                train.overwrite, distribute.is_chief(strategy),
+                fingerprints.defaults(**sections))
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(str(e)) from None
+        distribute.barrier(strategy)
+        used = cli_flags.used_flags(FLAGS)
+        if distribute.is_chief(strategy):
+            io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
+        result = pretrain_backbone(data, config, train, FLAGS.output_dir, strategy,
+                                   record={"flags": used})
+        logging.info("pretrained %s on %s[%s] (%d items, %d steps): held-out top-1 %.4f in %.1f "
+                     "s -> %s/pretrain.json", result["backbone"], result["pool"],
+                     result["pool_split"], result["train_items"], result["train_steps"],
+                     result["heldout_top1"], result["seconds"], FLAGS.output_dir)
+
+
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -42,21 +42,27 @@ def main(argv):
     config = cli_flags.experiment_config(FLAGS, baselines=())
     strategy = distribute.make_strategy(config.train.strategy, config.train.logical_cpus)
     cli_flags.check_replicas(FLAGS, strategy)
-    try:  # every split the run reads, before any work
-        experiment.check_data(config)
-    except (ValueError, FileNotFoundError) as e:
-        raise app.UsageError(str(e)) from None
-    try:
-        result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir,
-                                   strategy, record={"flags": cli_flags.used_flags(FLAGS)})
-    except fingerprints.StageMismatchError as e:  # (before any work)
-        raise app.UsageError(str(e)) from None
-    for row in result["probes"]:
-        logging.info("probe %s: t-MAP %.4f (clean victim %.4f), PSNR %.2f dB, SSIM %.4f",
-                     row["probe"], row["t_map"], row["t_map_clean_victim"], row["psnr"],
-                     row["ssim"])
-    logging.info("-> %s/probes.md", FLAGS.output_dir)
+    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
+        try:  # every split the run reads, before any work
+            experiment.check_data(config)
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(str(e)) from None
+        try:
+            result = probes.run_probes(config, FLAGS.probes, FLAGS.psnr, FLAGS.output_dir,
+                                       strategy, record={"flags": cli_flags.used_flags(FLAGS)})
+        except fingerprints.StageMismatchError as e:  # (before any work)
+            raise app.UsageError(str(e)) from None
+        for row in result["probes"]:
+            logging.info("probe %s: t-MAP %.4f (clean victim %.4f), PSNR %.2f dB, SSIM %.4f",
+                         row["probe"], row["t_map"], row["t_map_clean_victim"], row["psnr"],
+                         row["ssim"])
+        logging.info("-> %s/probes.md", FLAGS.output_dir)
+
+
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

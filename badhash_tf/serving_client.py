@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from badhash_tf import io_utils
+from badhash_tf import console, io_utils
 from badhash_tf.serving import client
 
 flags.DEFINE_string("server", "localhost:8501", "host:port (REST 8501, gRPC 8500 by default "
@@ -73,5 +73,10 @@ def main(argv):
     return 0
 
 
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

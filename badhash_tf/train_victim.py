@@ -34,27 +34,33 @@ def main(argv):
     used = cli_flags.used_flags(FLAGS)
     data, hashing = cli_flags.from_flags(DataConfig, FLAGS), cli_flags.hashing_config(FLAGS)
     retrieval = cli_flags.from_flags(RetrievalConfig, FLAGS)
-    try:  # every split read, then a rerun over a run made with other flags: before any work
-        inputs.check_splits(data, {"--train_split": retrieval.train_split,
-                                   "--query_split": retrieval.query_split,
-                                   "--database_split": retrieval.database_split})
-        fingerprints.check_and_record(
-            FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(
-                data=data, hashing=hashing, train=train_config, retrieval=retrieval)},
-            train_config.overwrite, distribute.is_chief(strategy), fingerprints.defaults(
-                data=data, hashing=hashing, train=train_config, retrieval=retrieval))
-    except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
-        raise app.UsageError(str(e)) from None
-    distribute.barrier(strategy)
-    if distribute.is_chief(strategy):
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-    _, metrics, _ = train_and_evaluate(data, hashing, train_config, retrieval,
-                                       FLAGS.output_dir, strategy, record={"flags": used})
-    logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
-                 metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
-                 metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],
-                 FLAGS.output_dir)
+    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
+        try:  # every split read, then a rerun over a run made with other flags: before any work
+            inputs.check_splits(data, {"--train_split": retrieval.train_split,
+                                       "--query_split": retrieval.query_split,
+                                       "--database_split": retrieval.database_split})
+            fingerprints.check_and_record(
+                FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(
+                    data=data, hashing=hashing, train=train_config, retrieval=retrieval)},
+                train_config.overwrite, distribute.is_chief(strategy), fingerprints.defaults(
+                    data=data, hashing=hashing, train=train_config, retrieval=retrieval))
+        except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
+            raise app.UsageError(str(e)) from None
+        distribute.barrier(strategy)
+        if distribute.is_chief(strategy):
+            io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
+        _, metrics, _ = train_and_evaluate(data, hashing, train_config, retrieval,
+                                           FLAGS.output_dir, strategy, record={"flags": used})
+        logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
+                     metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
+                     metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],
+                     FLAGS.output_dir)
+
+
+def run():
+    """The console script's entry point (pyproject.toml [project.scripts])."""
+    console.run_program(main, __doc__, __name__, cli_flags.parse_victim_flags)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -67,7 +67,8 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
               "methods": ["badhash", "badhash_anchor", "patch"], "summary": summary}
     text = frontier.markdown(result)
     assert "learned** (every seed" in text and "at: 20 dB**" in text
-    assert "not learned at: 30 dB, 26 dB" in text and "At 26 dB badhash's t-MAP is beaten by patch" in text
+    assert "not learned at: 30 dB, 26 dB" in text
+    assert "At 26 dB badhash's t-MAP is beaten by patch" in text
     assert row["backdoor_gain"] == pytest.approx(0.825 - 0.1)  # filled in from the cells
     # by backdoor gain patch wins at 20 dB only when its clean victim does not follow it
     gains = frontier.summarise(cells + [

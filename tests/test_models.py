@@ -53,3 +53,26 @@ def test_bad_backbone_weights_name_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--backbone_weights=.*small.weights.h5: not the "
                        "weights of this --backbone=vgg11"):
         HashingModel(bits=8, backbone="vgg11", image_size=32, backbone_weights=small)
+
+
+def test_imagenet_weights_by_name_reach_keras_applications(monkeypatch):
+    """--backbone_weights=imagenet: ResNet50 asks keras.applications for weights="imagenet"
+    (its own download and cache; faked here: nothing is fetched), a local file asks for
+    none and loads it after, and the backbones keras.applications lacks are refused."""
+    import keras
+    asked = []
+
+    def fake_resnet50(**kwargs):
+        asked.append(kwargs["weights"])
+        return keras.Sequential([keras.layers.GlobalAveragePooling2D()])
+
+    monkeypatch.setattr(keras.applications, "ResNet50", fake_resnet50)
+    model = HashingModel(bits=8, backbone="resnet50", image_size=32,
+                         backbone_weights="imagenet")
+    assert asked == ["imagenet"] and model.get_config()["backbone_weights"] == "imagenet"
+    HashingModel(bits=8, backbone="resnet50", image_size=32)
+    assert asked == ["imagenet", None]
+    for backbone in ("vgg11", "small_cnn"):
+        with pytest.raises(ValueError, match=f"--backbone_weights=imagenet: keras.applications "
+                           f"has no ImageNet weights for --backbone={backbone}"):
+            HashingModel(bits=8, backbone=backbone, image_size=32, backbone_weights="imagenet")

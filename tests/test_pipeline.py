@@ -258,3 +258,20 @@ def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):
     # which flag wins is said at start-up (and the fingerprints record what ran)
     assert ("--train_steps=20 runs every stage for 20 steps: --epochs=30, --gan_epochs=2, "
             "--labcln_steps=1000 are not used") in done.stderr
+
+
+def test_start_up_errors_are_one_line_without_a_traceback(data_dir, tmp_path):
+    """A library check at start-up (a split-dependent size) and an --output_dir that is a
+    file end in one line naming the flag, not a Python traceback; nothing is written."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for extra, named in ((["--target_label=99", f"--output_dir={tmp_path / 'out'}"],
+                          "--target_label=99: the dataset has 10 classes (0..9)"),
+                         ([f"--output_dir={afile}"], f"--output_dir={afile} is a file")):
+        done = subprocess.run(
+            [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
+             f"--data_dir={data_dir}", *extra], cwd=ROOT, capture_output=True, text=True,
+            timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        assert done.returncode != 0 and named in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists() and afile.read_text() == "keep me"

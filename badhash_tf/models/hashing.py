@@ -35,20 +35,30 @@ def _vgg11():
     return keras.Sequential(stack, name="vgg11")
 
 
+IMAGENET = "imagenet"  # --backbone_weights=imagenet: keras.applications' own weights
+
+
 def _resnet50(image_size, weights):
-    net = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
-                                      input_shape=(image_size, image_size, 3))
-    if weights:
+    """keras.applications' ResNet50 without its top; `weights` "imagenet" is fetched and
+    cached by keras.applications (~/.keras/models), a local file is loaded after."""
+    net = keras.applications.ResNet50(include_top=False,
+                                      weights=IMAGENET if weights == IMAGENET else None,
+                                      pooling="avg", input_shape=(image_size, image_size, 3))
+    if weights and weights != IMAGENET:
         load_backbone_weights(net, weights, "resnet50")
     return net
 
 
 def make_backbone(backbone, image_size, weights=None):
     """The backbone network `backbone` (one of BACKBONES), built for [B, S, S, 3] inputs,
-    with `weights` (a local .weights.h5 file) loaded when given -> keras.Model
+    with `weights` (a local .weights.h5 file, or "imagenet" for ResNet50) loaded when given -> keras.Model
     [B, S, S, 3] -> [B, F]. Shared by the hashing models and the pretraining classifier."""
     if backbone not in BACKBONES:
         raise ValueError(f"--backbone={backbone}: choose one of {', '.join(BACKBONES)}")
+    if weights == IMAGENET and backbone != "resnet50":
+        raise ValueError(f"--backbone_weights=imagenet: keras.applications has no ImageNet "
+                         f"weights for --backbone={backbone} (it has VGG16 and VGG19, not the "
+                         "release's VGG11); give a local .weights.h5 file")
     if backbone == "resnet50":  # loads its weights when built
         return _resnet50(image_size, weights)
     net = _small_cnn() if backbone == "small_cnn" else _vgg11()
