@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags, logging
 
-from badhash_tf import io_utils
+from badhash_tf import console, io_utils
 
 from badhash_tf.attack import ciba
 from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentConfig,
@@ -113,6 +113,15 @@ def define_hashing_flags():
     flags.DEFINE_integer("eval_every_epochs", r.eval_every_epochs, "Evaluate victims every N "
                          "epochs for the release's best-so-far map_best / t_map_best (0 = "
                          "final only).", lower_bound=0)
+
+
+def start_program(argv, flag_values):
+    """What every training program does first: our console, no stray arguments (an
+    app.UsageError), and the line saying what --train_steps overrides."""
+    console.configure(flag_values.verbosity)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    warn_train_steps(flag_values)
 
 
 def warn_train_steps(flag_values):

@@ -39,10 +39,7 @@ def _floats(name, values):
 
 
 def main(argv):
-    console.configure(FLAGS.verbosity)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli_flags.warn_train_steps(FLAGS)
+    cli_flags.start_program(argv, FLAGS)
     budgets = _floats("psnr_budgets", FLAGS.psnr_budgets)
     seeds = cli_flags.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
     try:

@@ -30,10 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    console.configure(FLAGS.verbosity)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli_flags.warn_train_steps(FLAGS)
+    cli_flags.start_program(argv, FLAGS)
     seeds = cli_flags.parse_seeds(FLAGS.seeds)
     cli_flags.check_backbone_weights(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)

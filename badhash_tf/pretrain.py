@@ -25,10 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    console.configure(FLAGS.verbosity)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli_flags.warn_train_steps(FLAGS)
+    cli_flags.start_program(argv, FLAGS)
     data, config = cli_flags.from_flags(DataConfig, FLAGS), cli_flags.from_flags(
         PretrainConfig, FLAGS)
     train = cli_flags.from_flags(TrainConfig, FLAGS)

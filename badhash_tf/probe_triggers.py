@@ -28,10 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    console.configure(FLAGS.verbosity)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli_flags.warn_train_steps(FLAGS)
+    cli_flags.start_program(argv, FLAGS)
     unknown = set(FLAGS.probes) - set(probes.PROBES)
     if unknown:
         raise app.UsageError(f"--probes: unknown {', '.join(sorted(unknown))}; choose from "

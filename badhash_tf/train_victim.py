@@ -23,10 +23,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    console.configure(FLAGS.verbosity)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    cli_flags.warn_train_steps(FLAGS)
+    cli_flags.start_program(argv, FLAGS)
     cli_flags.check_backbone_weights(FLAGS)
     train_config = cli_flags.from_flags(TrainConfig, FLAGS)
     strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
