@@ -241,9 +241,9 @@ def hashing_config(flag_values):
 def check_backbone_weights(flag_values):
     """Start-up check of the pretrained-backbone rule; warns where a paper backbone starts
     from scratch. Raises app.UsageError naming the flag."""
-    victim, attacker = backbone_files(flag_values)
-    if victim or attacker:
-        for path in {victim, attacker} - {None}:
+    paths = set(backbone_files(flag_values)) - {None, ""}
+    if paths:
+        for path in paths:
             try:  # the file must hold this backbone's weights: load them once, now
                 HashingModel(flag_values.bits, flag_values.backbone, flag_values.image_size,
                              path)
@@ -295,8 +295,10 @@ def experiment_config(flag_values, seed=None, baselines=None):
         ciba.patch_side(flag_values.image_size, flag_values.ciba_patch_size)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+    hashing = dataclasses.replace(from_flags(HashingConfig, flag_values),
+                                  backbone_weights=victim_weights)
     return ExperimentConfig(
-        data=from_flags(DataConfig, flag_values), hashing=hashing_config(flag_values),
+        data=from_flags(DataConfig, flag_values), hashing=hashing,
         train=train, retrieval=from_flags(RetrievalConfig, flag_values),
         labcln=from_flags(LabCLNConfig, flag_values, prefix="labcln_"),
         gan=from_flags(GANConfig, flag_values, prefix="gan_"),

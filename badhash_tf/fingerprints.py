@@ -10,6 +10,7 @@ left out (IGNORED).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -53,12 +54,32 @@ def flatten(**sections):
         for key, value in dataclasses.asdict(config).items():
             name = f"{section}.{key}"
             if name in FILES and value and os.path.isfile(value):
-                value = f"{value} (sha256 {io_utils.file_sha256(value)[:16]})"
+                value = _file_identity(value)
             if steps and name in OVERRIDDEN_BY_TRAIN_STEPS:
                 value = f"(--train_steps={steps})"
             if name not in IGNORED:
                 flat[name] = list(value) if isinstance(value, tuple) else value
     return flat
+
+
+def _file_identity(path):
+    """A weights file as a fingerprint records it: its path and its bytes' sha256, hashed
+    once per version of the file (flatten runs for every stage of every seed and cell)."""
+    stat = os.stat(path)
+    return _identity(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _identity(path, size, mtime_ns):
+    del size, mtime_ns  # (the cache key: a rewritten file is hashed again)
+    return f"{path} (sha256 {io_utils.file_sha256(path)[:16]})"
+
+
+def check_single_stage(directory, overwrite, chief, **sections):
+    """check_and_record for a program whose whole --output_dir is one stage (train_victim,
+    pretrain), fingerprinted by the config dataclasses `sections`."""
+    check_and_record(directory, {directory: flatten(**sections)}, overwrite, chief,
+                     defaults(**sections))
 
 
 def defaults(**sections):

@@ -36,10 +36,8 @@ def main(argv):
         try:  # the pool, then a rerun over a backbone made with other flags: before any work
             pool = inputs.check_splits(data, {"--pool_split": config.pool_split})["--pool_split"]
             split_heldout(pool, config.heldout, config.heldout_seed)
-            fingerprints.check_and_record(
-                FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(**sections)},
-                train.overwrite, distribute.is_chief(strategy),
-                fingerprints.defaults(**sections))
+            fingerprints.check_single_stage(FLAGS.output_dir, train.overwrite,
+                                            distribute.is_chief(strategy), **sections)
         except (ValueError, FileNotFoundError) as e:
             raise app.UsageError(str(e)) from None
         distribute.barrier(strategy)

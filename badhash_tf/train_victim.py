@@ -36,11 +36,9 @@ def main(argv):
             inputs.check_splits(data, {"--train_split": retrieval.train_split,
                                        "--query_split": retrieval.query_split,
                                        "--database_split": retrieval.database_split})
-            fingerprints.check_and_record(
-                FLAGS.output_dir, {FLAGS.output_dir: fingerprints.flatten(
-                    data=data, hashing=hashing, train=train_config, retrieval=retrieval)},
-                train_config.overwrite, distribute.is_chief(strategy), fingerprints.defaults(
-                    data=data, hashing=hashing, train=train_config, retrieval=retrieval))
+            fingerprints.check_single_stage(
+                FLAGS.output_dir, train_config.overwrite, distribute.is_chief(strategy),
+                data=data, hashing=hashing, train=train_config, retrieval=retrieval)
         except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
             raise app.UsageError(str(e)) from None
         distribute.barrier(strategy)

@@ -131,12 +131,9 @@ def prepare(config, layout, strategy, clock):
     the reference victim (trained or restored) and the non-target queries -> Setting."""
     c = config
     check_baselines(c.attack.baselines)
-    splits = check_data(c)
+    splits = load_splits(c)
+    target, available, count = check_sizes(c, splits)
     train_split, query_split = splits["--train_split"], splits["--query_split"]
-    target = choose_target(c.attack, train_split.num_classes, c.train.seed)
-    available = poison.count_with_label(train_split, target)
-    count = poison.poison_count_for(train_split.size, available, c.attack.poison_count,
-                                    c.attack.poison_rate)
     logging.info("target label %d: %d poisoned copies of %d target-class training images",
                  target, count, available)
     surrogate_train = dataclasses.replace(
@@ -216,24 +213,30 @@ def check_stages(root, stages, config, strategy):
     distribute.barrier(strategy)
 
 
-def check_data(config):
-    """Every split the run reads, loaded and checked (inputs.check_splits), and every size
-    that depends on their lengths (check_sizes) -> {flag: Split}. Raises ValueError /
-    FileNotFoundError naming the flag, file and line."""
+def load_splits(config):
+    """Every split the run reads, loaded and checked (inputs.check_splits) -> {flag: Split}.
+    Raises ValueError / FileNotFoundError naming the flag, file and line."""
     r = config.retrieval
-    splits = inputs.check_splits(config.data, {"--train_split": r.train_split,
-                                               "--query_split": r.query_split,
-                                               "--database_split": r.database_split})
+    return inputs.check_splits(config.data, {"--train_split": r.train_split,
+                                             "--query_split": r.query_split,
+                                             "--database_split": r.database_split})
+
+
+def check_data(config):
+    """Every split the run reads (load_splits) and every size that depends on their lengths
+    (check_sizes), before any work -> {flag: Split}. Raises ValueError / FileNotFoundError
+    naming the flag, file and line."""
+    splits = load_splits(config)
     check_sizes(config, splits)
     return splits
 
 
 def check_sizes(config, splits):
-    """The sizes that depend on the splits' lengths, checked once before the first stage
-    (else they fail after hours of earlier stages): the victims' and the GAN's batches
-    against the training items, the target label and the poisoned copies against its
-    training images, and that some query is not of the target class. Raises ValueError
-    naming the flag."""
+    """The sizes that depend on the splits' lengths, checked before the first stage (else
+    they fail after hours of earlier stages): the victims' and the GAN's batches against
+    the training items, the target label and the poisoned copies against its training
+    images, and that some query is not of the target class -> (target label, its training
+    images, poisoned copies). Raises ValueError naming the flag."""
     c, train = config, splits["--train_split"]
     where = f"the {train.size} items of --train_split={c.retrieval.train_split}"
     batches = {"--global_batch_size": c.train.global_batch_size}
@@ -243,12 +246,14 @@ def check_sizes(config, splits):
         if batch > train.size:
             raise ValueError(f"{flag}={batch} exceeds {where}")
     target = choose_target(c.attack, train.num_classes, c.train.seed)
-    poison.poison_count_for(train.size, poison.count_with_label(train, target),
-                            c.attack.poison_count, c.attack.poison_rate)
+    available = poison.count_with_label(train, target)
+    count = poison.poison_count_for(train.size, available, c.attack.poison_count,
+                                    c.attack.poison_rate)
     query = splits["--query_split"]
     if poison.count_with_label(query, target) == query.size:
         raise ValueError(f"--query_split={c.retrieval.query_split}: every query carries the "
                          f"target label {target}, so none can be triggered toward it")
+    return target, available, count
 
 
 def check_run(config, output_dir, strategy):
