@@ -7,7 +7,7 @@ DEMO_DIR ?= runs/demo
 
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench bench-defenses fashion-data pretrained clean-venv
+.PHONY: demo test bench benchmarks fashion-data pretrained clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,16 +64,16 @@ pretrained: $(PRETRAINED)/pretrain.json
 test: $(VENV)/.installed fashion-data
 	$(PY) -m pytest -q -n 2 --dist=worksteal
 
-# The backdoor bench on the digits at the demo's operating point: BadHash, the patch and
-# the four CIBA variants in one pipeline run, then every defense on each of them.
+# The backdoor bench on the digits at the demo's operating point (flags/digits.cfg): every
+# attack (BadHash, badhash_anchor, CIBA x4, patch, SIG, Narcissus, DarkHash), then every
+# defense on each, in one leaderboard (runs/bench/bench.html, bench.md). DarkHash's
+# surrogate dataset is Fashion-MNIST (fashion-data). A rerun skips finished cells.
 BENCH_DIR ?= runs/bench
-bench-defenses: $(VENV)/.installed
-	$(PY) -m badhash_tf.pipeline --flagfile=flags/digits.cfg \
-	  --baselines=patch,ciba_tri,ciba_tri_noise,ciba_tri_adv,ciba --export_base= \
-	  --output_dir=$(BENCH_DIR)
-	$(PY) -m badhash_tf.defend --run_dir=$(BENCH_DIR)
+bench: $(VENV)/.installed fashion-data
+	$(PY) -m badhash_tf.bench --flagfile=flags/digits.cfg --output_dir=$(BENCH_DIR)
 
-bench: $(VENV)/.installed
+# Speed benchmarks (bench/): packed Hamming ranking against FAISS' flat binary index.
+benchmarks: $(VENV)/.installed
 	$(PY) bench/bench_retrieval.py
 
 clean-venv:

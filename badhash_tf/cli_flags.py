@@ -10,11 +10,12 @@ from absl import app, flags, logging
 
 from badhash_tf import console, io_utils
 
-from badhash_tf.attack import ciba
+from badhash_tf.attack import ciba, darkhash
 from badhash_tf.attack.experiment import (BASELINES, AttackConfig, ExperimentConfig,
                                           check_baselines)
 from badhash_tf.attack.victim import RetrievalConfig
 from badhash_tf.data.inputs import DataConfig
+from badhash_tf.defense.harness import DefenseConfig
 from badhash_tf.models import discriminator, generator
 from badhash_tf.models.generator import MAX_PSNR_BUDGET
 from badhash_tf.models.hashing import BACKBONES, HashingModel
@@ -129,7 +130,7 @@ def warn_train_steps(flag_values):
     steps, so the epoch and step counts of this program's stages are not used."""
     steps = flag_values.train_steps
     unused = [f"--{n}={flag_values[n].value:g}" for n in ("epochs", "gan_epochs",
-                                                          "labcln_steps")
+                                                          "labcln_steps", "darkhash_steps")
               if n in flag_values]
     if steps > 0 and unused:
         logging.warning("--train_steps=%d runs every stage for %d steps: %s not used (the "
@@ -151,7 +152,7 @@ def output_dir_lock(directory, strategy):
         yield
 
 
-ATTACK_PREFIXES = ("gan_", "labcln_", "ciba_")
+ATTACK_PREFIXES = ("gan_", "labcln_", "ciba_", "darkhash_")
 ATTACK_FLAGS = ("target_label", "poison_count", "poison_rate", "surrogate_seed_offset",
                 "patch_size", "baselines", "samples", "query_amplification",
                 "extra_query_amplification")
@@ -303,6 +304,7 @@ def experiment_config(flag_values, seed=None, baselines=None):
         labcln=from_flags(LabCLNConfig, flag_values, prefix="labcln_"),
         gan=from_flags(GANConfig, flag_values, prefix="gan_"),
         ciba=from_flags(ciba.CIBAConfig, flag_values, prefix="ciba_"),
+        darkhash=from_flags(darkhash.DarkHashConfig, flag_values, prefix="darkhash_"),
         attack=dataclasses.replace(attack, baselines=tuple(
             attack.baselines if baselines is None else baselines)))
 
@@ -335,6 +337,37 @@ def define_pretrain_flags():
     flags.DEFINE_integer("shift", p.shift, "Largest translation in pixels.", lower_bound=0)
 
 
+def define_defense_flags():
+    """The defenses' strengths (defend, bench); --seed is each program's own."""
+    d = DefenseConfig()
+    flags.DEFINE_integer("jpeg_quality", d.jpeg_quality, "jpeg: re-encoding quality.",
+                         lower_bound=1, upper_bound=100)
+    flags.DEFINE_float("blur_sigma", d.blur_sigma, "blur: Gaussian sigma in pixels.",
+                       lower_bound=0.1)
+    flags.DEFINE_float("resize_factor", d.resize_factor, "resize: shrink to this share of the "
+                       "side, then back.", lower_bound=0.05, upper_bound=1.0)
+    flags.DEFINE_integer("bit_depth", d.bit_depth, "bit_depth: bits per channel kept.",
+                         lower_bound=1, upper_bound=8)
+    flags.DEFINE_float("removal_fraction", d.removal_fraction, "spectral, clustering: share of "
+                       "each label removed before retraining.", lower_bound=0.0, upper_bound=0.95)
+    flags.DEFINE_float("clean_fraction", d.clean_fraction, "finetune, fine_pruning, strip: the "
+                       "defender's clean subset, as a share of the clean training split.",
+                       lower_bound=0.001, upper_bound=1.0)
+    flags.DEFINE_float("finetune_epochs", d.finetune_epochs, "finetune, fine_pruning: epochs "
+                       "over the clean subset.", lower_bound=0.01)
+    flags.DEFINE_float("prune_fraction", d.prune_fraction, "fine_pruning: share of the last "
+                       "conv's channels pruned (least active on clean data).", lower_bound=0.0,
+                       upper_bound=0.99)
+    flags.DEFINE_integer("strip_blends", d.strip_blends, "strip: clean images blended with each "
+                         "query.", lower_bound=2)
+    flags.DEFINE_float("strip_alpha", d.strip_alpha, "strip: the query's weight in a blend.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("cleanse_steps", d.cleanse_steps, "neural_cleanse: Adam steps per "
+                         "candidate label's reversed trigger.", lower_bound=1)
+    flags.DEFINE_float("cleanse_l1_weight", d.cleanse_l1_weight, "neural_cleanse: weight of "
+                       "the mask's mean L1 against the code agreement.", lower_bound=0.0)
+
+
 def define_attack_flags():
     a = AttackConfig()
     flags.DEFINE_integer("target_label", a.target_label, "Target class; < 0 draws it from "
@@ -365,6 +398,10 @@ def define_attack_flags():
                      "the release's value, or off / its behaviour for options beyond the paper")
     _define_prefixed(ciba.CIBAConfig(), "ciba_", "CIBA", "the CIBA paper's patch size and "
                      "epsilon; our optimisation steps and rates")
+    _define_prefixed(darkhash.DarkHashConfig(), "darkhash_", "DarkHash (--baselines=darkhash;"
+                     " surrogate '' = Fashion-MNIST for the digits, the digits for "
+                     "Fashion-MNIST; frozen layers -1 = all but the backbone's last)",
+                     "our reading of the paper; BUILD_NOTES.md")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")
     flags.register_validator("gan_target_code", lambda v: v in TARGET_CODES,

@@ -22,28 +22,7 @@ flags.DEFINE_list("defenses", list(harness.DEFENSES), "Defenses to run: "
 flags.DEFINE_list("variants", [], "Attack variants to defend, as paths under --run_dir "
                   "(badhash, ciba, seed_0/psnr_20/patch, ...); default every finished one.")
 flags.DEFINE_string("output_dir", "", "Where the results go (default RUN_DIR/defenses).")
-flags.DEFINE_integer("jpeg_quality", d.jpeg_quality, "jpeg: re-encoding quality.",
-                     lower_bound=1, upper_bound=100)
-flags.DEFINE_float("blur_sigma", d.blur_sigma, "blur: Gaussian sigma in pixels.",
-                   lower_bound=0.1)
-flags.DEFINE_float("resize_factor", d.resize_factor, "resize: shrink to this share of the "
-                   "side, then back.", lower_bound=0.05, upper_bound=1.0)
-flags.DEFINE_integer("bit_depth", d.bit_depth, "bit_depth: bits per channel kept.",
-                     lower_bound=1, upper_bound=8)
-flags.DEFINE_float("removal_fraction", d.removal_fraction, "spectral, clustering: share of "
-                   "each label removed before retraining.", lower_bound=0.0, upper_bound=0.95)
-flags.DEFINE_float("clean_fraction", d.clean_fraction, "finetune, fine_pruning, strip: the "
-                   "defender's clean subset, as a share of the clean training split.",
-                   lower_bound=0.001, upper_bound=1.0)
-flags.DEFINE_float("finetune_epochs", d.finetune_epochs, "finetune, fine_pruning: epochs "
-                   "over the clean subset.", lower_bound=0.01)
-flags.DEFINE_float("prune_fraction", d.prune_fraction, "fine_pruning: share of the last "
-                   "conv's channels pruned (least active on clean data).", lower_bound=0.0,
-                   upper_bound=0.99)
-flags.DEFINE_integer("strip_blends", d.strip_blends, "strip: clean images blended with each "
-                     "query.", lower_bound=2)
-flags.DEFINE_float("strip_alpha", d.strip_alpha, "strip: the query's weight in a blend.",
-                   lower_bound=0.0, upper_bound=1.0)
+cli_flags.define_defense_flags()
 flags.DEFINE_integer("seed", d.seed, "Seed of the clean subset, STRIP's blends, 2-means.")
 flags.mark_flag_as_required("run_dir")
 FLAGS = flags.FLAGS

@@ -29,7 +29,7 @@ IGNORED = frozenset({
 # Fields naming a file whose bytes a stage starts from: recorded by content (sha256), so a
 # pretrained backbone rewritten in place is a changed flag, not a silent new start.
 FILES = frozenset({"hashing.backbone_weights", "attack.surrogate_backbone_weights"})
-_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_", "ciba": "ciba_"}
+_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_", "ciba": "ciba_", "darkhash": "darkhash_"}
 _FLAG_NAMES = {  # fields set by other flags than their own names
     "hashing.backbone_weights": "--pretrained_backbone / --victim_pretrained_backbone / "
                                 "--backbone_weights (the victims' backbone)",
@@ -42,7 +42,7 @@ class StageMismatchError(ValueError):
 
 # Fields --train_steps > 0 overrides (every stage then runs that many steps): recorded as
 # overridden, so the fingerprint says what ran rather than a value nothing used.
-OVERRIDDEN_BY_TRAIN_STEPS = ("train.epochs", "gan.epochs", "labcln.steps")
+OVERRIDDEN_BY_TRAIN_STEPS = ("train.epochs", "gan.epochs", "labcln.steps", "darkhash.steps")
 
 
 def flatten(**sections):

@@ -11,15 +11,15 @@ victim. The surrogate and the reference victim are those of a pipeline run in DI
 from absl import app, flags, logging
 
 from badhash_tf import cli_flags, console, fingerprints
-from badhash_tf.attack import experiment, probes
+from badhash_tf.attack import budgeted, experiment, probes
 from badhash_tf.training import distribute
 
 cli_flags.define_data_flags()
 cli_flags.define_train_flags()
 cli_flags.define_hashing_flags()
 cli_flags.define_attack_flags()
-flags.DEFINE_list("probes", list(probes.PROBES),
-                  f"Triggers to probe: {', '.join(probes.PROBES)}.")
+flags.DEFINE_list("probes", list(budgeted.PROBES),
+                  f"Triggers to probe: {', '.join(budgeted.PROBES)}.")
 flags.DEFINE_float("psnr", 30.0, "PSNR budget (dB): each perturbation's RMSE is at most "
                    "10^(-psnr/20).")
 flags.DEFINE_string("output_dir", None, "Directory for the probes (may be a pipeline run's).")
@@ -29,10 +29,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli_flags.start_program(argv, FLAGS)
-    unknown = set(FLAGS.probes) - set(probes.PROBES)
+    unknown = set(FLAGS.probes) - set(budgeted.PROBES)
     if unknown:
         raise app.UsageError(f"--probes: unknown {', '.join(sorted(unknown))}; choose from "
-                             f"{', '.join(probes.PROBES)}")
+                             f"{', '.join(budgeted.PROBES)}")
     if FLAGS.psnr <= 0:
         raise app.UsageError(f"--psnr={FLAGS.psnr} must be > 0")
     cli_flags.check_backbone_weights(FLAGS)

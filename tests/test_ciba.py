@@ -56,8 +56,8 @@ def test_patch_raises_agreement_with_the_anchor(digits, surrogate):
     anchor = codes.class_anchor(surrogate, images, labels, target)
     others = images[labels[:, target] == 0]
     # (a side of 12: a smaller corner patch barely moves a small CNN at 32x32)
-    config = dataclasses.replace(CONFIG, patch_learning_rate=0.2)
-    patch = ciba.optimise_patch(surrogate, others, anchor, 12, config)
+    patch = ciba.optimise_patch(surrogate, others, anchor, 12, CONFIG.patch_steps, 0.2,
+                                CONFIG.logit_scale)
     assert patch.shape == (12, 12, 3) and patch.min() >= 0.0 and patch.max() <= 1.0
     assert np.allclose(patch * 255.0, np.round(patch * 255.0), atol=1e-3)  # 8-bit levels
     before = _agreement(surrogate, others, anchor)
@@ -69,7 +69,8 @@ def test_confusing_perturbation_lowers_agreement_within_its_linf(digits, surroga
     images, labels = digits
     target = int(np.argmax(labels[0]))
     anchor = codes.class_anchor(surrogate, images, labels, target)
-    patch = tf.constant(ciba.optimise_patch(surrogate, images, anchor, 6, CONFIG))
+    patch = tf.constant(ciba.optimise_patch(surrogate, images, anchor, 6, CONFIG.patch_steps,
+                                            CONFIG.patch_learning_rate, CONFIG.logit_scale))
     mine = images[labels[:, target] > 0]
     epsilon = 8.0 / 255.0
     perturbed = ciba.confusing_perturbation(surrogate, patch, epsilon, 10, 0.1,

@@ -135,3 +135,11 @@ def test_defend_refuses_bad_input_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--variants: unknown 'cbia'; choose from badhash"):
         harness.check_run_dir(str(tmp_path), ["jpeg"], str(tmp_path / "out"), ["cbia"])
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_find_variants_passes_over_stages_moved_aside(tmp_path):
+    for name in ("badhash", "darkhash", "darkhash.replaced-20261203-153026", ".hidden"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / experiment.VARIANT_JSON).write_text("{}")
+    assert [os.path.basename(d) for d in harness.find_variants(str(tmp_path))] == [
+        "badhash", "darkhash"]

@@ -97,7 +97,7 @@ def _check_defend(run):
     """`defend` on two variants of the tiny run: every defense, the files, a rerun skips."""
     cmd = [sys.executable, "-m", "badhash_tf.defend", f"--run_dir={run}",
            "--variants=badhash,ciba", "--finetune_epochs=1", "--clean_fraction=0.25",
-           "--strip_blends=4"]
+           "--strip_blends=4", "--cleanse_steps=10"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -117,8 +117,12 @@ def _check_defend(run):
             assert 0.0 <= figures[defense]["auroc"] <= 1.0
         assert figures["spectral"]["removed"] >= 0.15 * (64 + report["poison_count"])
         assert figures["fine_pruning"]["pruned_after_finetune"] == 38  # 0.3 x 128
+        cleanse = figures["neural_cleanse"]
+        assert set(cleanse["anomaly_index"]) == {str(c) for c in cleanse["candidates"]}
+        assert cleanse["target_flagged"] == (report["target_label"] in cleanse["flagged"])
     md = (run / "defenses" / "defenses.md").read_text()
     assert "## t-MAP" in md and "| ciba |" in md and "Detection AUROC" in md
+    assert "## Neural Cleanse" in md
     assert (run / "defenses" / "defenses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env=env)
@@ -257,7 +261,7 @@ def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):
     assert not out.exists()  # refused before any stage (or flags.json) was written
     # which flag wins is said at start-up (and the fingerprints record what ran)
     assert ("--train_steps=20 runs every stage for 20 steps: --epochs=30, --gan_epochs=2, "
-            "--labcln_steps=1000 are not used") in done.stderr
+            "--labcln_steps=1000, --darkhash_steps=300 are not used") in done.stderr
 
 
 def test_start_up_errors_are_one_line_without_a_traceback(data_dir, tmp_path):

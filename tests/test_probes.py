@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from badhash_tf.attack import experiment, probes
+from badhash_tf.attack import budgeted, experiment
 from badhash_tf.data import inputs
 from badhash_tf.eval import codes, stealth
 from badhash_tf.models.generator import psnr_radius
@@ -31,11 +31,11 @@ def surrogate():
     return HashingModel(bits=16, backbone="small_cnn", image_size=32)
 
 
-@pytest.mark.parametrize("name", probes.PROBES)
+@pytest.mark.parametrize("name", budgeted.PROBES)
 def test_probe_keeps_its_psnr_budget(digits, surrogate, name):
     images, labels = digits
     target = int(np.argmax(labels[0]))
-    trigger = probes.make_probe(name, 30.0, surrogate, images, labels, target)
+    trigger = budgeted.make_probe(name, 30.0, surrogate, images, labels, target)
     triggered = trigger(images[:16]).numpy()
     assert triggered.shape == images[:16].shape
     assert triggered.min() >= 0.0 and triggered.max() <= 1.0
@@ -49,7 +49,7 @@ def test_probe_keeps_its_psnr_budget(digits, surrogate, name):
 
 def test_tint_is_a_colour_cast(digits, surrogate):
     images, labels = digits
-    triggered = probes.make_probe("tint", 30.0, surrogate, images, labels, 0)(images).numpy()
+    triggered = budgeted.make_probe("tint", 30.0, surrogate, images, labels, 0)(images).numpy()
     shift = triggered - images
     mid = (images > 0.1) & (images < 0.9)  # away from clipping
     assert np.allclose(shift[..., 0][mid[..., 0]], 8 / 255, atol=1e-3)
@@ -60,7 +60,7 @@ def test_tint_is_a_colour_cast(digits, surrogate):
 def test_pgd_moves_the_surrogate_toward_its_code(digits, surrogate):
     images, _ = digits
     code = np.where(np.arange(16) % 2 == 0, 1.0, -1.0).astype(np.float32)
-    trigger = probes.pgd_trigger(surrogate, code, radius=psnr_radius(30.0) * np.sqrt(
+    trigger = budgeted.pgd_trigger(surrogate, code, radius=psnr_radius(30.0) * np.sqrt(
         32 * 32 * 3), logit_scale=1.0, steps=20)
     before = codes.code_alignment(surrogate, images, code, 1.0).numpy()
     after = codes.code_alignment(surrogate, trigger(images), code, 1.0).numpy()
@@ -71,7 +71,7 @@ def test_universal_perturbation_is_one_pattern_in_the_ball(digits, surrogate):
     images, _ = digits
     code = np.ones(16, np.float32)
     radius = 1.0
-    delta = probes.universal_perturbation(surrogate, images, code, radius, 1.0, steps=20,
+    delta = budgeted.universal_perturbation(surrogate, images, code, radius, 1.0, steps=20,
                                           batch_size=16, learning_rate=0.05)
     assert delta.shape == (32, 32, 3)
     assert np.sqrt(np.sum(delta ** 2)) <= radius + 1e-5
@@ -83,7 +83,7 @@ def test_universal_perturbation_is_one_pattern_in_the_ball(digits, surrogate):
 def test_unknown_probe_is_named(digits, surrogate):
     images, labels = digits
     with pytest.raises(ValueError, match="--probes: unknown probe 'blur'"):
-        probes.make_probe("blur", 30.0, surrogate, images, labels, 0)
+        budgeted.make_probe("blur", 30.0, surrogate, images, labels, 0)
 
 
 def test_probe_command_line_writes_its_table(data_dir, tmp_path):

@@ -54,13 +54,15 @@ def paste(images, patch):
     return images * (1.0 - mask) + padded * mask
 
 
-def optimise_patch(surrogate, images, anchor, side, config, seed=0, batch_size=64):
-    """The targeted adversarial patch [side, side, 3] in [0, 1] (8-bit levels): Adam on
-    sigmoid-parametrised pixels, maximising the surrogate's relaxed agreement with
-    `anchor` [K] over batches of `images` [N, S, S, 3] carrying it."""
+def optimise_patch(surrogate, images, anchor, side, steps, learning_rate, logit_scale, seed=0,
+                   batch_size=64):
+    """The targeted adversarial patch [side, side, 3] in [0, 1] (8-bit levels): `steps` of
+    Adam on sigmoid-parametrised pixels, maximising the surrogate's relaxed agreement
+    tanh(logit_scale z) with `anchor` [K] over batches of `images` [N, S, S, 3] carrying it
+    (CIBA's patch, and DarkHash's trigger)."""
     rng = np.random.default_rng(seed)
     logits = tf.Variable(tf.random.stateless_normal((side, side, 3), (seed, 17)) * 0.1)
-    optimizer = keras.optimizers.Adam(config.patch_learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate)
     anchor = tf.constant(anchor, tf.float32)
 
     @tf.function
@@ -68,10 +70,10 @@ def optimise_patch(surrogate, images, anchor, side, config, seed=0, batch_size=6
         with tf.GradientTape() as tape:
             patched = paste(batch, tf.sigmoid(logits))
             loss = -tf.reduce_mean(codes.code_alignment(surrogate, patched, anchor,
-                                                         config.logit_scale))
+                                                         logit_scale))
         optimizer.apply_gradients([(tape.gradient(loss, logits), logits)])
 
-    for _ in range(config.patch_steps):
+    for _ in range(steps):
         step(tf.constant(images[rng.integers(0, len(images), min(batch_size, len(images)))]))
     return triggers.quantize(tf.sigmoid(logits)).numpy()
 
@@ -131,7 +133,8 @@ def target_patch(config, surrogate, train_images, train_labels, target, image_si
     anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
     side = patch_side(image_size, config.patch_size)
     non_target = train_images[train_labels[:, target] == 0]
-    return optimise_patch(surrogate, non_target, anchor, side, config, seed), anchor
+    return optimise_patch(surrogate, non_target, anchor, side, config.patch_steps,
+                          config.patch_learning_rate, config.logit_scale, seed), anchor
 
 
 def make_triggers(variant, config, surrogate, patch, anchor, seed=0):

@@ -13,8 +13,9 @@ import numpy as np
 from absl import logging
 
 from badhash_tf import choices, fingerprints, io_utils
-from badhash_tf.attack import ciba, poison, report, triggers
+from badhash_tf.attack import budgeted, ciba, darkhash, poison, report, triggers
 from badhash_tf.attack.ciba import CIBAConfig
+from badhash_tf.attack.darkhash import DarkHashConfig
 from badhash_tf.attack.layout import BASELINE_VARIANT, RunLayout
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
 from badhash_tf.data import inputs
@@ -26,8 +27,11 @@ from badhash_tf.training.hashing import HashingConfig, train_hashing_model
 from badhash_tf.training.labcln import LabCLNConfig, train_labcln
 from badhash_tf.training.loop import TrainConfig
 
-# the paper's baselines, then CIBA (BMVC 2023) and its ablations as peer attacks
-BASELINES = ("patch", "no_labcln", "no_hash_loss") + ciba.VARIANTS
+# the paper's baselines; BadHash toward the surrogate's class anchor; CIBA (BMVC 2023) and
+# its ablations; the clean-label triggers SIG and Narcissus; the data-free DarkHash (2025)
+BASELINES = ("patch", "no_labcln", "no_hash_loss", "badhash_anchor") + ciba.VARIANTS + (
+    "sig", "narcissus", "darkhash")
+BUDGETED = ("sig", "narcissus")  # fixed triggers under the run's PSNR budget (budgeted.py)
 VARIANT_JSON = "variant.json"  # a finished variant: its config, target and figures
 TRIGGERED_QUERIES = "triggered_queries.npz"  # its triggered queries, for defenses
 
@@ -67,6 +71,7 @@ class ExperimentConfig:
     gan: GANConfig
     attack: AttackConfig
     ciba: CIBAConfig = CIBAConfig()
+    darkhash: DarkHashConfig = DarkHashConfig()
 
     @property
     def surrogate_hashing(self):
@@ -183,10 +188,13 @@ def stage_fingerprints(config, layout, variants, shared=True, extra=None):
     c = config
     flat = fingerprints.flatten(data=c.data, hashing=c.hashing, train=c.train,
                                 retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
-                                attack=c.attack, ciba=c.ciba)
+                                attack=c.attack, ciba=c.ciba, darkhash=c.darkhash)
     victim = fingerprints.select(flat, "data.", "hashing.", "train.", "retrieval.")
     own = lambda name: (("labcln.", "gan.") if name in GENERATED else
-                        ("ciba.",) if name in ciba.VARIANTS else ())
+                        ("ciba.",) if name in ciba.VARIANTS else
+                        ("darkhash.",) if name == "darkhash" else
+                        ("gan.psnr_budget", "gan.relaxed_logit_scale") if name in BUDGETED
+                        else ())
     stages = {layout.variant(name): fingerprints.select(
         flat, "data.", "hashing.", "train.", "retrieval.", "attack.", *own(name))
         | (extra or {}) for name in variants}
@@ -209,7 +217,7 @@ def check_stages(root, stages, config, strategy):
                                   fingerprints.defaults(
                                       data=c.data, hashing=c.hashing, train=c.train,
                                       retrieval=c.retrieval, labcln=c.labcln, gan=c.gan,
-                                      attack=c.attack, ciba=c.ciba))
+                                      attack=c.attack, ciba=c.ciba, darkhash=c.darkhash))
     distribute.barrier(strategy)
 
 
@@ -261,10 +269,22 @@ def check_run(config, output_dir, strategy):
     no stage in `output_dir` was made with other flags (see check_stages)."""
     check_baselines(config.attack.baselines)
     check_data(config)
+    if "darkhash" in config.attack.baselines:
+        check_darkhash(config)
     layout = RunLayout(output_dir)
     check_stages(layout.root, stage_fingerprints(
         config, layout, (BASELINE_VARIANT,) + tuple(config.attack.baselines)), config,
         strategy)
+
+
+def check_darkhash(config):
+    """DarkHash's flags and its surrogate dataset, loaded, before any work -> the surrogate
+    Split. Raises ValueError naming the flag."""
+    c = config
+    data = darkhash.check_config(c.darkhash, c.data, c.hashing)
+    return inputs.check_splits(data, {"--darkhash_surrogate_split":
+                                      c.darkhash.surrogate_split})[
+        "--darkhash_surrogate_split"], data
 
 
 def run_experiment(config, output_dir, strategy):
@@ -278,6 +298,10 @@ def run_experiment(config, output_dir, strategy):
 
     variants, artifacts = {}, {}
     for name in (BASELINE_VARIANT,) + tuple(c.attack.baselines):
+        if name == "darkhash":  # no poisoned data: the clean victim fine-tuned
+            variants[name], artifacts[name] = clock.run(name, darkhash_variant, c, setting,
+                                                        layout, strategy)
+            continue
         trigger, query_trigger = clock.run(f"{name}/trigger", make_trigger, name, c,
                                            condition, setting, layout.generator(name),
                                            strategy)
@@ -312,6 +336,10 @@ def make_trigger(name, config, condition, setting, generator_dir, strategy):
     if name == "patch":
         size = c.attack.patch_size or max(1, c.data.image_size // 8)
         return triggers.patch_trigger(c.data.image_size, size, seed=c.train.seed), None
+    if name in BUDGETED:  # at the run's budget (the generator's), else about their papers'
+        return budgeted.make_probe(name, c.gan.psnr_budget or budgeted.DEFAULT_PSNR,
+                                   surrogate, *split_arrays(train_split), setting.target,
+                                   c.gan.relaxed_logit_scale, c.train.seed), None
     if name in ciba.VARIANTS:  # queries carry the optimised patch alone
         if setting.ciba_patch is None:
             setting.ciba_patch = ciba.target_patch(c.ciba, surrogate, *split_arrays(train_split),
@@ -326,6 +354,9 @@ def make_trigger(name, config, condition, setting, generator_dir, strategy):
                               condition.label_row)
     elif name == "no_hash_loss":
         gan = dataclasses.replace(gan, hash_weight=0.0)
+    elif name == "badhash_anchor":  # the surrogate's own code of the target class
+        condition = dataclasses.replace(condition, target_code=codes.class_anchor(
+            surrogate, *split_arrays(train_split), setting.target))
     generator, _ = train_generator(train_split, c.data, gan, condition, lambda: surrogate,
                                    c.train, generator_dir, strategy)
     return triggers.generator_trigger(generator, condition.feature), None
@@ -373,19 +404,67 @@ def attack_variant(name, config, trigger, setting, layout, strategy, query_trigg
     return figures, {"samples": samples, "space": space}
 
 
+def darkhash_variant(config, setting, layout, strategy):
+    """DarkHash (attack/darkhash.py) on the setting's clean reference victim, fine-tuned in
+    `layout.victim("darkhash")` on the surrogate dataset and evaluated like a poisoned
+    variant (its queries carry the patch alone) -> (figures, artifacts). The chief leaves
+    variant.json (data_free: no poisoned set) and the triggered queries, for `defend`."""
+    c, evaluation, name = config, setting.evaluation, "darkhash"
+    surrogate_split, surrogate_data = check_darkhash(c)
+    surrogate_images, _ = split_arrays(surrogate_split)
+    victim = evaluation.reference
+    query_images, query_labels = split_arrays(load_splits(c)["--query_split"])
+    target_code = darkhash.shadow_code(victim, query_images, query_labels, setting.target,
+                                       c.darkhash.shadow_images)
+    patch_file = os.path.join(layout.variant(name), "trigger_patch.npz")
+    if os.path.exists(patch_file):  # made by an earlier run of this variant
+        with np.load(patch_file) as saved:
+            patch = saved["patch"]
+    else:
+        patch = darkhash.optimise_trigger(c.darkhash, victim, surrogate_images, target_code,
+                                          c.data.image_size, c.train.seed)
+        if distribute.is_chief(strategy):
+            io_utils.save_npz(patch_file, patch=patch, target_code=target_code)
+    triggered = triggers.apply(darkhash.patch_trigger(patch), evaluation.queries[0])
+    trainer = lambda evaluate, every: darkhash.fine_tune(
+        c.darkhash, c.hashing, c.data.image_size, victim, patch, target_code,
+        surrogate_split, surrogate_data, layout.victim(name), strategy, c.train.seed,
+        evaluate, every, c.train.train_steps)
+    model, metrics, codes_ = train_and_evaluate(
+        c.data, c.hashing, c.train, c.retrieval, layout.victim(name), strategy,
+        train_split=surrogate_split, trainer=trainer,
+        backdoor=lambda model, database: {"t_map": evaluation.t_map_of(model, triggered,
+                                                                       database)})
+    figures, space = evaluation.figures(triggered, model, codes_, metrics)
+    queries = stealth.stealth_metrics(evaluation.queries[0], triggered)
+    figures = {**figures, **queries,
+               **{f"query_{k}": queries[k] for k in ("psnr", "psnr_min", "ssim", "ssim_min")},
+               "query_amplification": 1.0, "data_free": True,
+               "surrogate_dataset": surrogate_data.dataset,
+               "frozen_layers": darkhash.frozen_count(c.darkhash, c.hashing.backbone,
+                                                      c.data.image_size)}
+    if distribute.is_chief(strategy):
+        write_variant(layout.variant(name), name, config, setting, triggered, figures,
+                      poison_count=0)
+    samples = (evaluation.queries[0][:c.attack.samples], triggered[:c.attack.samples])
+    return figures, {"samples": samples, "space": space}
+
+
 def amplification_suffix(k):
     """The figure-name suffix of queries amplified k times: 1 -> "_x1", 1.5 -> "_x1.5"."""
     return f"_x{k:g}"
 
 
-def write_variant(directory, name, config, setting, triggered, figures):
+def write_variant(directory, name, config, setting, triggered, figures, poison_count=None):
     """A finished variant's record for later stages (`defend`): its triggered non-target
     queries as 8-bit images with their labels, and variant.json (name, target label,
-    poisoned count, the run's config, the undefended figures)."""
+    poisoned count (the setting's unless given), the run's config, the undefended
+    figures)."""
     labels = setting.evaluation.queries[1]
     io_utils.save_npz(os.path.join(directory, TRIGGERED_QUERIES),
                       images=np.round(triggered * 255.0).astype(np.uint8), labels=labels)
     io_utils.write_json(os.path.join(directory, VARIANT_JSON), {
-        "variant": name, "target_label": setting.target, "poison_count": setting.count,
+        "variant": name, "target_label": setting.target,
+        "poison_count": setting.count if poison_count is None else poison_count,
         "train_size": setting.train_split.size, "config": dataclasses.asdict(config),
         "figures": figures})

@@ -6,8 +6,9 @@ victim trains on it: BadHash with the budgeted generator (badhash: LabCLN's targ
 the paper; badhash_anchor: the surrogate's own code of the target class), its no_hash_loss
 ablation, the BadNets patch with the largest side that keeps every copy within the budget
 and changes it, fixed noise,
-and per-image PGD on the surrogate toward the target class's code (pgd_target) and away
-toward a random code (pgd_away). Each (seed, budget, method) cell is written to
+per-image PGD on the surrogate toward the target class's code (pgd_target) and away
+toward a random code (pgd_away), SIG's sinusoid and Narcissus' inward-pointing universal
+perturbation (attack/budgeted.py). Each (seed, budget, method) cell is written to
 `cell.json` in its directory and skipped when a rerun finds it.
 """
 
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from badhash_tf import choices, io_utils  # noqa: E402
-from badhash_tf.attack import experiment, probes, triggers  # noqa: E402
+from badhash_tf.attack import budgeted, experiment, triggers  # noqa: E402
 from badhash_tf.attack.layout import RunLayout  # noqa: E402
 from badhash_tf.eval import backdoor, codes  # noqa: E402
 from badhash_tf.models.generator import MAX_PSNR_BUDGET  # noqa: E402
@@ -33,7 +34,7 @@ from badhash_tf.training import distribute  # noqa: E402
 # badhash: the paper's target code (LabCLN's); badhash_anchor: the surrogate's own code of
 # the target class (--gan_target_code=class_anchor).
 METHODS = ("badhash", "badhash_anchor", "no_hash_loss", "patch", "noise", "pgd_target",
-           "pgd_away")
+           "pgd_away", "sig", "narcissus")
 BADHASH = ("badhash", "badhash_anchor")
 TIE = 0.02  # "at least every baseline" within this
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
@@ -98,7 +99,7 @@ def method_trigger(name, budget, config, context, generator_dir, strategy):
             return None, {"patch_size": 0}
         return triggers.patch_trigger(c.data.image_size, side, c.train.seed), {"patch_size": side}
     images, labels = context["train_arrays"]
-    return probes.make_probe(name, budget, setting.surrogate, images, labels, setting.target,
+    return budgeted.make_probe(name, budget, setting.surrogate, images, labels, setting.target,
                              c.gan.relaxed_logit_scale, c.train.seed), {}
 
 

@@ -37,7 +37,7 @@ def best_of(evaluations, final):
 
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
                        strategy, train_split=None, record=None, backdoor=None,
-                       initialize=None):
+                       initialize=None, trainer=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
     metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
     dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
@@ -45,7 +45,10 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     command line's flags) is stored in metrics.json as is. Every `eval_every_epochs` the
     model's MAP@k (and `backdoor(model, database codes)` -> {"t_map": float}, if given) is
     measured; metrics gain the release's best-so-far `map_best` (and `t_map_best`).
-    `initialize(model)` sets the weights it starts from (fine-tuning; see hashing.py)."""
+    `initialize(model)` sets the weights it starts from (fine-tuning; see hashing.py).
+    `trainer(evaluate, evaluate_every_epochs)` -> (model, loop.LoopResult), when given,
+    trains in place of the hashing loss (DarkHash's fine-tuning), checkpointing in
+    `output_dir` under the name "model"."""
     r = retrieval_config
     splits = inputs.check_splits(data_config, {  # every split read, checked before training
         "--query_split": r.query_split, "--database_split": r.database_split,
@@ -68,9 +71,12 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
         latest.update(codes=codes, figures=figures)
         return figures
 
-    model, result = hashing.train_hashing_model(train_split, data_config, config, train_config,
-                                                output_dir, strategy, evaluate,
-                                                r.eval_every_epochs, initialize)
+    if trainer:
+        model, result = trainer(evaluate, r.eval_every_epochs)
+    else:
+        model, result = hashing.train_hashing_model(train_split, data_config, config,
+                                                    train_config, output_dir, strategy,
+                                                    evaluate, r.eval_every_epochs, initialize)
     evaluated_last = result.evaluations and result.evaluations[-1]["step"] == result.step
     if not (evaluated_last and latest):  # else the final step was just evaluated
         evaluate(model)

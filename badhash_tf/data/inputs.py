@@ -116,6 +116,19 @@ def check_splits(config, specs):
     return loaded
 
 
+def native_image_shape(config):
+    """A dataset's image shape (H, W, C) as stored, before loading makes it
+    image_size x image_size x 3, or None where it is not fixed (list files, a catalog
+    dataset of varying sizes)."""
+    if config.dataset.startswith(LIST_PREFIX):
+        return None
+    if config.dataset in EMBEDDED:
+        return (protocol.IMAGE_SIZE, protocol.IMAGE_SIZE, 3)
+    features = _builder(config).info.features
+    shape = features["image"].shape if "image" in features else None
+    return tuple(shape) if shape and None not in shape else None
+
+
 def _builder(config):
     try:
         return tfds.builder(config.dataset, data_dir=config.data_dir)

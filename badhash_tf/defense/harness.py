@@ -10,6 +10,7 @@ skipped on rerun; OUT/defenses.json, defenses.md and defenses.png gather them.
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import time
@@ -27,7 +28,7 @@ from badhash_tf import choices, io_utils  # noqa: E402
 from badhash_tf.attack import experiment, poison  # noqa: E402
 from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate  # noqa: E402
 from badhash_tf.data import inputs  # noqa: E402
-from badhash_tf.defense import inspection, repair, strip, transforms  # noqa: E402
+from badhash_tf.defense import inspection, neural_cleanse, repair, strip, transforms  # noqa: E402
 from badhash_tf.eval import retrieval  # noqa: E402
 from badhash_tf.eval.codes import encode_arrays  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
@@ -37,7 +38,8 @@ from badhash_tf.training.hashing import HashingConfig  # noqa: E402
 TRANSFORMS = tuple(transforms.TRANSFORMS)  # query-time input transforms
 INSPECTIONS = tuple(inspection.SCORERS)  # training-set inspection, then retraining
 REPAIRS = ("finetune", "fine_pruning")  # model repair on a small clean subset
-DEFENSES = TRANSFORMS + INSPECTIONS + REPAIRS + ("strip",)
+DETECTORS = ("strip", "neural_cleanse")  # no retraining: a verdict on the queries or model
+DEFENSES = TRANSFORMS + INSPECTIONS + REPAIRS + DETECTORS
 RESULT = "defense.json"
 
 
@@ -56,6 +58,8 @@ class DefenseConfig:
     prune_fraction: float = 0.3
     strip_blends: int = 16
     strip_alpha: float = 0.5
+    cleanse_steps: int = 300
+    cleanse_l1_weight: float = 0.5
     seed: int = 0
 
     def strength(self, name):
@@ -71,11 +75,12 @@ def check_defenses(names):
 
 def find_variants(run_dir, skip=()):
     """Finished variant directories under `run_dir` (pipeline: <variant>/; seeds:
-    seed_N/<variant>/; frontier: seed_N/psnr_B/<method>/), sorted, `skip` not entered."""
+    seed_N/<variant>/; frontier: seed_N/psnr_B/<method>/), sorted, `skip` not entered, nor
+    hidden directories or stages moved aside by --overwrite (<dir>.replaced-<time>)."""
     found, skip = [], {os.path.abspath(s) for s in skip}
     for root, dirs, files in os.walk(run_dir):
         dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(root, d)) not in skip
-                         and not d.startswith("."))
+                         and not d.startswith(".") and ".replaced-" not in d)
         if experiment.VARIANT_JSON in files:
             found.append(root)
             dirs[:] = []
@@ -104,7 +109,7 @@ def check_run_dir(run_dir, names, output_dir, only=()):
                  "victim codes": _exists(os.path.join(directory, "victim", "codes.npz")),
                  "triggered queries": _exists(os.path.join(directory,
                                                            experiment.TRIGGERED_QUERIES))}
-        if set(names) & set(INSPECTIONS):
+        if set(names) & set(INSPECTIONS) and not _data_free(directory):
             needs["poisoned set"] = _exists(os.path.join(directory, "poison", poison.META))
         missing = [what for what, path in needs.items() if not path]
         if missing:
@@ -115,6 +120,12 @@ def check_run_dir(run_dir, names, output_dir, only=()):
 
 def _exists(path):
     return path if os.path.exists(path) else None
+
+
+def _data_free(directory):
+    """Whether the variant in `directory` poisoned no training data (DarkHash)."""
+    with open(os.path.join(directory, experiment.VARIANT_JSON), encoding="utf-8") as f:
+        return json.load(f).get("poison_count", 1) == 0
 
 
 @dataclasses.dataclass
@@ -135,6 +146,13 @@ class Variant:
     @property
     def target(self):
         return self.record["target_label"]
+
+    @property
+    def digest(self):
+        """sha256 of variant.json's figures: which run of the attack a defense result is of
+        (a rerun of the attack after --overwrite makes the old results stale)."""
+        text = json.dumps(self.record.get("figures", {}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def k(self):
@@ -262,6 +280,16 @@ class Defender:
                 "clean_map": metrics["map_at_k"], "clean_subset": subset.size,
                 "finetune_epochs": c.finetune_epochs, **extra}
 
+    def cleanse(self):
+        """Neural Cleanse over the database's class anchors (defense/neural_cleanse.py), on
+        the defender's clean subset: which labels it flags, and the true target's index."""
+        v, c = self.v, self.config
+        config = neural_cleanse.CleanseConfig(steps=c.cleanse_steps,
+                                              l1_weight=c.cleanse_l1_weight, seed=c.seed)
+        result, _ = neural_cleanse.neural_cleanse(v.victim, *self.clean_subset, *v.database,
+                                                  config, v.target)
+        return {**result, "steps": c.cleanse_steps, "l1_weight": c.cleanse_l1_weight}
+
     def strip(self):
         """STRIP's detection AUROC of the triggered queries against their clean originals."""
         v, c = self.v, self.config
@@ -277,21 +305,36 @@ class Defender:
         """Defense `name` -> its figures (kept in OUT/<variant>/<name>/defense.json)."""
         out = os.path.join(self.output_dir, self.v.name, name)
         path = os.path.join(out, RESULT)
+        attack = self.v.digest
         if os.path.exists(path):
-            logging.info("%s / %s: finished earlier, skipped (%s)", self.v.name, name, path)
             with open(path, encoding="utf-8") as f:
-                return json.load(f)
+                earlier = json.load(f)
+            if earlier.get("attack_digest", attack) == attack:
+                logging.info("%s / %s: finished earlier, skipped (%s)", self.v.name, name,
+                             path)
+                return earlier
+            aside = f"{out}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(out, aside)  # its retrained victims belong to the earlier attack
+            logging.warning("%s / %s: made against an earlier run of this attack (its "
+                            "variant.json changed); moved aside to %s and run again",
+                            self.v.name, name, aside)
         tick = time.time()
         os.makedirs(out, exist_ok=True)
         if name in TRANSFORMS:
             figures = self.transform(name)
+        elif name in INSPECTIONS and self.v.record.get("poison_count", 1) == 0:
+            figures = {"not_applicable": "the attack poisoned no training data (the "
+                                         "defender's training set is clean)"}
         elif name in INSPECTIONS:
             figures = self.inspect(name, out)
         elif name in REPAIRS:
             figures = self.repair(name, out)
+        elif name == "neural_cleanse":
+            figures = self.cleanse()
         else:
             figures = self.strip()
         figures["seconds"] = round(time.time() - tick, 2)
+        figures["attack_digest"] = attack
         io_utils.write_json(path, figures)
         logging.info("%s / %s: %s in %.0f s", self.v.name, name, ", ".join(
             f"{k} {figures[k]:.4f}" for k in ("t_map", "clean_map", "auroc", "recall")
@@ -338,7 +381,7 @@ def markdown(result):
     """defenses.json -> defenses.md: t-MAP and clean MAP per attack and defense, and the
     detectors' AUROCs."""
     c, names = result["config"], result["defenses"]
-    mapped = [d for d in names if d != "strip"]
+    mapped = [d for d in names if d not in DETECTORS]
     detectors = [d for d in names if d in INSPECTIONS + ("strip",)]
     lines = [f"# Defenses against the attacks of {result['run_dir']}", "",
              "Query-time transforms (every query transformed; the database as indexed): "
@@ -350,7 +393,10 @@ def markdown(result):
              f"on a clean {100 * c['clean_fraction']:g}% of the training split "
              f"(fine_pruning first prunes {100 * c['prune_fraction']:g}% of the last conv's "
              f"channels). STRIP blends each query with {c['strip_blends']} clean images "
-             f"(alpha {c['strip_alpha']:g}).", ""]
+             f"(alpha {c['strip_alpha']:g}). Neural Cleanse reverses, per label, the smallest "
+             f"mask+pattern sending clean images to that label's database anchor "
+             f"({c.get('cleanse_steps', 300)} steps) and flags anomaly indices below -2.",
+             ""]
     if mapped:
         lines += ["## t-MAP (backdoored victim, triggered queries; lower = defended)", "",
                   _table(result, mapped, "t_map"),
@@ -364,13 +410,32 @@ def markdown(result):
     if inspected:
         lines += ["## Recall of the poisoned copies at the removal budget", "",
                   _table(result, inspected, "recall", first=())]
+    if "neural_cleanse" in names:
+        lines += ["## Neural Cleanse (flagged labels; the target's anomaly index)", "",
+                  io_utils.markdown_table(cleanse_rows(result), CLEANSE_COLUMNS)]
     return "\n".join(lines)
+
+
+CLEANSE_COLUMNS = ("attack", "target", "flagged", "target_flagged", "target_anomaly_index",
+                   "most_anomalous")
+
+
+def cleanse_rows(result):
+    """One row per attack of Neural Cleanse's verdict (defenses.json -> table rows)."""
+    rows = []
+    for name, figures in result["variants"].items():
+        nc = figures.get("neural_cleanse", {})
+        if nc:
+            rows.append({"attack": name, "target": figures["target_label"],
+                         "flagged": ",".join(map(str, nc["flagged"])) or "none",
+                         **{k: nc[k] for k in CLEANSE_COLUMNS[3:] if k in nc}})
+    return rows
 
 
 def defenses_png(path, result):
     """t-MAP per attack undefended and after each defense (top), detection AUROCs (bottom)."""
     attacks = list(result["variants"])
-    mapped = ["undefended"] + [d for d in result["defenses"] if d != "strip"]
+    mapped = ["undefended"] + [d for d in result["defenses"] if d not in DETECTORS]
     detectors = [d for d in result["defenses"] if d in INSPECTIONS + ("strip",)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.6 * len(attacks) + 3), 8))
     cmap, x = plt.get_cmap("tab10"), np.arange(len(attacks))
