@@ -111,7 +111,7 @@ def test_clean_label_triggers_meet_the_budget_and_keep_labels(clean_victim, tmp_
     originals, own, positions = poison.target_class_images(inputs.Split(
         tf.data.Dataset.from_tensor_slices((images, labels)), len(images), labels.shape[1]),
         TARGET)
-    trigger = budgeted.make_probe(name, 25.0, victim, images, labels, TARGET)
+    trigger = budgeted.make_probe(name, 25.0, victim, images, labels, TARGET, steps=30)
     poison.write_poison_set(str(tmp_path / "p"), experiment.triggers.apply(trigger, originals),
                             own, positions, {"variant": name})
     copies, copy_labels = experiment.split_arrays(poison.load_poison_set(str(tmp_path / "p")))

@@ -35,7 +35,7 @@ def surrogate():
 def test_probe_keeps_its_psnr_budget(digits, surrogate, name):
     images, labels = digits
     target = int(np.argmax(labels[0]))
-    trigger = budgeted.make_probe(name, 30.0, surrogate, images, labels, target)
+    trigger = budgeted.make_probe(name, 30.0, surrogate, images, labels, target, steps=30)
     triggered = trigger(images[:16]).numpy()
     assert triggered.shape == images[:16].shape
     assert triggered.min() >= 0.0 and triggered.max() <= 1.0

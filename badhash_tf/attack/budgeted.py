@@ -97,9 +97,10 @@ def pgd_trigger(surrogate, code, radius, logit_scale, steps=100):
 
 
 def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_scale=0.1,
-               seed=0):
+               seed=0, steps=300):
     """The trigger of probe `name` at `psnr` dB, built against the frozen `surrogate` from
-    the training images [N, S, S, 3] / labels [N, C] (universal and PGD probes)."""
+    the training images [N, S, S, 3] / labels [N, C] (universal, Narcissus and PGD probes;
+    `steps`: the universal and Narcissus optimisations')."""
     shape = train_images.shape[1:]
     a = psnr_radius(psnr)  # per-pixel RMSE that still meets `psnr` after 8-bit rounding
     radius = a * float(np.sqrt(np.prod(shape)))
@@ -114,7 +115,7 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
     if name == "universal":
         non_target = train_images[train_labels[:, target] == 0]
         return _additive(universal_perturbation(surrogate, non_target, code, radius,
-                                                logit_scale, seed=seed))
+                                                logit_scale, steps, seed=seed))
     if name == "pgd_target":
         return pgd_trigger(surrogate, code, radius, logit_scale)
     if name == "pgd_away":
@@ -123,5 +124,5 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
     if name == "narcissus":  # inward: the target class's own images, deeper into its code
         inside = train_images[train_labels[:, target] > 0]
         return _additive(universal_perturbation(surrogate, inside, code, radius, logit_scale,
-                                                seed=seed))
+                                                steps, seed=seed))
     raise ValueError(f"--probes: unknown probe {name!r}; choose from {', '.join(PROBES)}")

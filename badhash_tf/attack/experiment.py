@@ -278,8 +278,8 @@ def check_run(config, output_dir, strategy):
 
 
 def check_darkhash(config):
-    """DarkHash's flags and its surrogate dataset, loaded, before any work -> the surrogate
-    Split. Raises ValueError naming the flag."""
+    """DarkHash's flags and its surrogate dataset, loaded, before any work -> (the
+    surrogate Split, its DataConfig). Raises ValueError naming the flag."""
     c = config
     data = darkhash.check_config(c.darkhash, c.data, c.hashing)
     return inputs.check_splits(data, {"--darkhash_surrogate_split":

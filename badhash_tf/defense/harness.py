@@ -122,10 +122,14 @@ def _exists(path):
     return path if os.path.exists(path) else None
 
 
+def data_free(record):
+    """Whether a variant (its variant.json record) poisoned no training data (DarkHash)."""
+    return record.get("poison_count", 1) == 0
+
+
 def _data_free(directory):
-    """Whether the variant in `directory` poisoned no training data (DarkHash)."""
     with open(os.path.join(directory, experiment.VARIANT_JSON), encoding="utf-8") as f:
-        return json.load(f).get("poison_count", 1) == 0
+        return data_free(json.load(f))
 
 
 @dataclasses.dataclass
@@ -322,7 +326,7 @@ class Defender:
         os.makedirs(out, exist_ok=True)
         if name in TRANSFORMS:
             figures = self.transform(name)
-        elif name in INSPECTIONS and self.v.record.get("poison_count", 1) == 0:
+        elif name in INSPECTIONS and data_free(self.v.record):
             figures = {"not_applicable": "the attack poisoned no training data (the "
                                          "defender's training set is clean)"}
         elif name in INSPECTIONS:
