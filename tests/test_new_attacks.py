@@ -98,6 +98,8 @@ def test_darkhash_refuses_bad_flags_naming_them(data_dir):
     with pytest.raises(ValueError, match="--darkhash_frozen_layers=12: the small_cnn backbone "
                                          "has 9 layers"):
         darkhash.check_config(darkhash.DarkHashConfig(frozen_layers=12), data, HASHING)
+    with pytest.raises(ValueError, match=r"--darkhash_patch_size=33 must be in 0\.\.32"):
+        darkhash.check_config(darkhash.DarkHashConfig(patch_size=33), data, HASHING)
     with pytest.raises(ValueError, match="--darkhash_surrogate=badhash_digits is the attacked"):
         darkhash.surrogate_data(darkhash.DarkHashConfig(surrogate="badhash_digits"), data)
     with pytest.raises(ValueError, match=r"--darkhash_surrogate=mnist: its images are "

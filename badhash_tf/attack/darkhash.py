@@ -100,7 +100,9 @@ def check_config(config, data, hashing):
     """Everything DarkHash would fail on later, before any work -> the surrogate's
     DataConfig. Raises ValueError naming the flag."""
     frozen_count(config, hashing.backbone, data.image_size)
-    ciba.patch_side(data.image_size, config.patch_size or max(1, data.image_size // 8))
+    if not 0 <= config.patch_size <= data.image_size:
+        raise ValueError(f"--darkhash_patch_size={config.patch_size} must be in "
+                         f"0..{data.image_size} (0 = image_size // 8)")
     return surrogate_data(config, data)
 
 
