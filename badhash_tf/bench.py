@@ -2,8 +2,8 @@
 DarkHash) on one or more datasets and seeds, then every defense, in one leaderboard (see
 leaderboard/bench.py).
 
-python -m badhash_tf.bench --flagfile=flags/bench_digits.cfg --output_dir=DIR
-python -m badhash_tf.bench --presets=flags/bench_digits.cfg,flags/fashion.cfg \
+python -m badhash_tf.bench --flagfile=flags/digits.cfg --output_dir=DIR
+python -m badhash_tf.bench --presets=flags/digits.cfg,flags/fashion.cfg \
     --seeds=0,1,2 --output_dir=DIR
 Writes DIR/bench.json, bench.md, bench.html (tables and heatmaps in one static page);
 DIR/<dataset>/seed_N/ holds each pipeline run and its defenses/. A rerun skips finished

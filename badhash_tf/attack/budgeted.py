@@ -32,13 +32,13 @@ DEFAULT_PSNR = 25.0
 
 
 def sig_pattern(shape, rmse, frequency=SIG_FREQUENCY):
-    """SIG's signal [S, S, C]: a * sin(2 pi j f / S) along the columns j, the same in every
-    row and channel, with amplitude a = sqrt(2) * rmse (a sinusoid's RMSE is a / sqrt(2)
-    over whole periods; clipping to [0, 1] only lowers it)."""
+    """SIG's signal [S, S, C]: a sinusoid sin(2 pi j f / S) along the columns j, the same in
+    every row and channel, scaled to RMSE `rmse` exactly for any width (over whole periods
+    its amplitude is sqrt(2) * rmse; clipping to [0, 1] only lowers it)."""
     columns = np.arange(shape[1], dtype=np.float64)
-    wave = np.sqrt(2.0) * rmse * np.sin(2.0 * np.pi * columns * frequency / shape[1])
+    wave = np.sin(2.0 * np.pi * columns * frequency / shape[1])
     rms = np.sqrt(np.mean(np.square(wave)))
-    wave *= min(1.0, rmse / rms) if rms > 0 else 0.0  # exact for any width
+    wave *= rmse / rms if rms > 0 else 0.0
     return np.broadcast_to(wave[None, :, None], shape).astype(np.float32)
 
 
