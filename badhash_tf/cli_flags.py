@@ -400,7 +400,8 @@ def define_attack_flags():
                      "epsilon; our optimisation steps and rates")
     _define_prefixed(darkhash.DarkHashConfig(), "darkhash_", "DarkHash (--baselines=darkhash;"
                      " surrogate '' = Fashion-MNIST for the digits, the digits for "
-                     "Fashion-MNIST; frozen layers -1 = all but the backbone's last)",
+                     "Fashion-MNIST; frozen layers -1 = the shallow half of the backbone's "
+                     "weighted layers)",
                      "our reading of the paper; BUILD_NOTES.md")
     flags.register_validator("gan_hash_term", lambda v: v in HASH_TERMS,
                              f"--gan_hash_term: choose one of {', '.join(HASH_TERMS)}")

@@ -156,6 +156,12 @@ def test_pretrained_backbone_flags_are_checked_before_any_work(pretrained, tmp_p
         ([f"--victim_pretrained_backbone={pretrained}"], "needs --pretrained_backbone"),
         ([f"--pretrained_backbone={pretrained}", f"--backbone_weights={tmp_path}/x.weights.h5"],
          "give one")]
+    # The pretrained presets parse whole (an unknown or bad value would be refused first)
+    # and read their backbone from --pretrained_backbone, here one that is not there.
+    presets = [([f"--flagfile=flags/{preset}.cfg", f"--pretrained_backbone={tmp_path / 'no'}"],
+                f"--pretrained_backbone={tmp_path / 'no'}: no such directory")
+               for preset in ("demo", "digits_pretrained", "fashion_pretrained")]
+    cases += presets
     done = subprocess.run(
         [sys.executable, "tests/flag_checks.py", "badhash_tf.frontier",
          json.dumps([base + c for c, _ in cases])],
