@@ -14,6 +14,14 @@ import time
 import numpy as np
 
 
+def _usual_mode(directory=False):
+    """The mode open() / os.makedirs would give under the process's umask (mkstemp and
+    mkdtemp make 0600 / 0700, which would keep results and exports from other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yields a temporary path in `path`'s directory, ending in `suffix` (default: `path`'s
@@ -25,6 +33,7 @@ def atomic_path(path, suffix=None):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _usual_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -37,6 +46,7 @@ def staging_dir(parent, prefix):
     that fills it and renames it into place; whatever is left of it is removed on exit."""
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(tmp, _usual_mode(directory=True))
     try:
         yield tmp
     finally:

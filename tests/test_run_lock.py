@@ -1,8 +1,10 @@
 """One writer per run directory: the fcntl lock every writing program takes, its holder
-named to a second program, a dead holder's record taken over, nothing left by a refusal."""
+named to a second program, a dead holder's record taken over, nothing left by a refusal; the
+outputs' file modes."""
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -79,3 +81,18 @@ def test_a_refused_start_leaves_no_directory_and_a_file_is_named(tmp_path):
             pass
     with io_utils.run_dir_lock(str(tmp_path / "x"), enabled=False):  # a non-chief worker
         assert not (tmp_path / "x").exists()
+
+
+def test_outputs_get_the_usual_modes_not_the_temporary_files_private_ones(tmp_path):
+    """Written atomically through mkstemp / mkdtemp, results and exports still get the
+    modes open() and makedirs give under the umask (readable by a serving user)."""
+    old = os.umask(0o022)
+    try:
+        with io_utils.atomic_path(str(tmp_path / "result.json")) as tmp:
+            with open(tmp, "w") as f:
+                f.write("{}")
+        with io_utils.staging_dir(str(tmp_path), ".tmp_x_") as staged:
+            assert stat.S_IMODE(os.stat(staged).st_mode) == 0o755
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "result.json").st_mode) == 0o644
