@@ -19,6 +19,7 @@ before the fine-tuning. Our choices where the paper leaves them open: BUILD_NOTE
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -63,10 +64,17 @@ def weighted_layers(backbone):
     return [layer for layer in backbone.layers if layer.weights]
 
 
+@functools.lru_cache(maxsize=None)
+def _weighted_count(backbone, image_size):
+    """len(weighted_layers) of a fresh `backbone` (built once per name and size: seconds
+    for ResNet50)."""
+    return len(weighted_layers(make_backbone(backbone, image_size)))
+
+
 def frozen_count(config, backbone, image_size):
     """How many weighted layers of the `backbone` stay frozen. Raises ValueError naming
     --darkhash_frozen_layers when it has not that many."""
-    total = len(weighted_layers(make_backbone(backbone, image_size)))
+    total = _weighted_count(backbone, image_size)
     count = total // 2 if config.frozen_layers < 0 else config.frozen_layers
     if count > total:
         raise ValueError(f"--darkhash_frozen_layers={config.frozen_layers}: the {backbone}"
