@@ -33,7 +33,7 @@ def atomic_path(path, suffix=None):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, _usual_mode())
+        os.chmod(tmp, _usual_mode(directory=os.path.isdir(tmp)))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
