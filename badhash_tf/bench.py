@@ -1,23 +1,34 @@
 """The backdoor bench: every attack (BadHash, badhash_anchor, CIBA x4, patch, SIG, Narcissus,
-DarkHash) on one or more datasets and seeds, then every defense, in one leaderboard (see
-leaderboard/bench.py).
+DarkHash, and any registered one) on one or more datasets and seeds, then every defense,
+in one leaderboard (see grids/leaderboard.py).
 
 python -m badhash_tf.bench --flagfile=flags/digits.cfg --output_dir=DIR
 python -m badhash_tf.bench --presets=flags/digits.cfg,flags/fashion.cfg \
     --seeds=0,1,2 --output_dir=DIR
-Writes DIR/bench.json, bench.md, bench.html (tables and heatmaps in one static page);
-DIR/<dataset>/seed_N/ holds each pipeline run and its defenses/. A rerun skips finished
-attacks and defenses; the leaderboard gathers every dataset under DIR.
+python -m badhash_tf.bench ... --shard=i/N   (one of N machines; then once without)
+Writes DIR/bench.json, bench.md, bench.html (tables and heatmaps in one static page; means
+over seeds with 95% intervals, attacks in tiers); DIR/<dataset>/seed_N/ holds each attack
+run and its defenses/. A rerun reuses finished cells; the leaderboard gathers every
+dataset under DIR.
 """
 
 import copy
+import os
 import re
+import time
 
 from absl import app, flags, logging
 
-from badhash_tf import cli_flags, console, io_utils
-from badhash_tf.leaderboard import bench
-from badhash_tf.defense import harness
+from badhash_tf import io_utils, registry
+from badhash_tf.cli import configs, startup
+from badhash_tf.cli import flags as cli_flags
+from badhash_tf.config import DefenseConfig
+from badhash_tf.console import run_program
+from badhash_tf.engine import defenses as defense_engine
+from badhash_tf.engine.layout import BADHASH
+from badhash_tf.engine.stages import Runner
+from badhash_tf.grids import leaderboard
+from badhash_tf.render import attack_report, defense_report, leaderboard_page
 from badhash_tf.training import distribute
 
 cli_flags.define_data_flags()
@@ -25,17 +36,21 @@ cli_flags.define_train_flags()
 cli_flags.define_hashing_flags()
 cli_flags.define_attack_flags()
 cli_flags.define_defense_flags()
-flags.DEFINE_list("attacks", list(bench.ATTACKS), f"Attacks: {', '.join(bench.ATTACKS)} "
-                  "(badhash always: the pipeline's own).")
-flags.DEFINE_list("defenses", list(harness.DEFENSES), f"Defenses on every attack: "
-                  f"{', '.join(harness.DEFENSES)} ('' = none).")
+flags.DEFINE_list("attacks", list(registry.attacks(role="bench")), "Attacks: "
+                  f"{', '.join(registry.attacks())} (badhash among them: every bench run is "
+                  "an attack run of BadHash).")
+flags.DEFINE_list("defenses", list(registry.defenses()), f"Defenses on every attack: "
+                  f"{', '.join(registry.defenses())} ('' = none).")
 flags.DEFINE_list("presets", [], "Flagfiles, one per dataset (each read over this command's "
                   "defaults, then this command's own flags over it); default: this command's "
                   "flags alone, one dataset.")
 flags.DEFINE_list("seeds", [], "Seeds (each into DIR/<dataset>/seed_N); default: --seed.")
-flags.DEFINE_string("output_dir", None, "The bench directory (reruns skip finished cells).")
+flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
+                    "one shard per machine); a run without it gathers the finished cells.")
+flags.DEFINE_string("output_dir", None, "The bench directory (reruns reuse finished cells).")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
+PROGRAM = "badhash_tf.bench"
 
 
 def _given(flag_values):
@@ -62,44 +77,60 @@ def dataset_name(dataset):
 
 
 def main(argv):
-    cli_flags.start_program(argv, FLAGS)
-    seeds = cli_flags.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
-    try:
-        bench.check_attacks(FLAGS.attacks)
+    startup.start_program(argv, FLAGS)
+    seeds = startup.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
+    shard = startup.parse_shard(FLAGS.shard)
+    if shard and FLAGS.overwrite:
+        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
+                             "stages; run it once without --shard")
+    with startup.usage_errors():
+        leaderboard.check_bench_attacks(FLAGS.attacks)
         if FLAGS.defenses:
-            harness.check_defenses(FLAGS.defenses)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    attacks = tuple(a for a in FLAGS.attacks if a != bench.BASELINE_VARIANT)
-    configs = {}
-    for values in [preset_flags(p) for p in FLAGS.presets] or [FLAGS]:
-        cli_flags.check_backbone_weights(values)
-        name = dataset_name(values.dataset)
-        if name in configs:
-            raise app.UsageError(f"--presets: two presets attack --dataset={values.dataset}")
-        configs[name] = cli_flags.experiment_config(values, baselines=attacks)
+            defense_engine.check_defenses(FLAGS.defenses)
+    attacks = tuple(a for a in FLAGS.attacks if a != BADHASH)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
-    cli_flags.check_replicas(FLAGS, strategy)
-    defense_config = cli_flags.from_flags(harness.DefenseConfig, FLAGS)
-    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
-        try:  # every dataset's splits and flags, every seed's stages: before any work
-            bench.check_bench(configs, seeds, FLAGS.defenses, FLAGS.output_dir, strategy)
-        except (ValueError, FileNotFoundError) as e:
-            raise app.UsageError(str(e)) from None
-        io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
-        result = bench.run_bench(configs, seeds, FLAGS.defenses, defense_config,
-                                 FLAGS.output_dir, strategy,
-                                 record={"presets": FLAGS.presets, "attacks": FLAGS.attacks})
-    for dataset, board in result["datasets"].items():
+    startup.check_replicas(FLAGS, strategy)
+    with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM, shard):
+        start, configs_ = time.time(), {}
+        for values in [preset_flags(p) for p in FLAGS.presets] or [FLAGS]:
+            name = dataset_name(values.dataset)
+            if name in configs_:
+                raise app.UsageError(f"--presets: two presets attack --dataset={values.dataset}")
+            configs_[name] = configs.experiment_config(
+                values, configs.resolve_backbones(values), baselines=attacks)
+        defense_config = configs.from_flags(DefenseConfig, FLAGS)
+        with startup.usage_errors():  # every dataset, seed and cell, once, before any work
+            bench = leaderboard.Bench(configs_, seeds, FLAGS.defenses, defense_config,
+                                      FLAGS.output_dir)
+        runner = Runner(strategy, FLAGS.overwrite, PROGRAM)
+        if not shard:
+            io_utils.write_json(os.path.join(FLAGS.output_dir, "flags.json"),
+                                startup.used_flags(FLAGS))
+        bench.run(runner, shard)
+        if shard:
+            logging.info("shard %d/%d done in %.0f s; run without --shard to gather the "
+                         "leaderboard", shard[0], shard[1], time.time() - start)
+            return
+        for layout, result, defended in bench.write_seed_reports():
+            attack_report.write_all(layout, result)
+            if defended is not None:
+                defense_report.write_all(layout.defenses, defended)
+        board = leaderboard.leaderboard(FLAGS.output_dir)
+        board.update(seconds=round(time.time() - start, 2), presets=FLAGS.presets,
+                     attacks=FLAGS.attacks)
+        io_utils.write_json(os.path.join(FLAGS.output_dir, "bench.json"), board)
+        leaderboard_page.write_all(FLAGS.output_dir, board)
+    for dataset, rows in board["datasets"].items():
         logging.info("%s: %s", dataset, " > ".join(
-            f"{r['attack']} {r.get('backdoor_gain', float('nan')):.3f}" for r in board["rows"]))
+            f"{r['attack']} {r.get('backdoor_gain', float('nan')):.3f} (tier {r['tier']})"
+            for r in rows["rows"]))
     logging.info("-> %s/bench.html, bench.md, bench.json (%.0f s)", FLAGS.output_dir,
-                 result["seconds"])
+                 board["seconds"])
 
 
 def run():
     """The console script's entry point (pyproject.toml [project.scripts])."""
-    console.run_program(main, __doc__, __name__)
+    run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":

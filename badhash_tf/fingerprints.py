@@ -1,65 +1,53 @@
-"""What defines each stage's result, recorded beside the run and checked on every rerun, so
-a run directory never mixes stages made with different flags.
+"""What defines a stage's result: a flat {"section.field": value} of the config fields it
+depends on (and the identity of the data it reads, "data.identity"), recorded beside the
+stage (engine/cells.py) and compared on every rerun, so a run directory never mixes stages
+made with different flags or data.
 
-A fingerprint is a flat {"section.field": value} of the config fields a stage depends on.
-`check_and_record` compares the fingerprints of this run's stages with those recorded in
-`stages.json`; a finished or partial stage whose recorded flags differ stops the run before
-any work, with a message naming the stage and each differing flag, unless `overwrite`
-moves that stage's directory aside (never deleted). Fields that do not change results are
-left out (IGNORED).
+Fields that do not change results (metadata fingerprint=False: how the loop is cut, where
+it runs, where data is cached, what the report shows) are left out; fields naming a file a
+stage starts from (metadata file=True) are recorded by its bytes' sha256; counts that
+--train_steps > 0 overrides are recorded as overridden.
 """
 
 import dataclasses
 import functools
-import json
 import os
-import time
 
-from absl import logging
+from badhash_tf import config as config_module
+from badhash_tf import io_utils, registry
 
-from badhash_tf import io_utils
-
-RECORD = "stages.json"
-# Fields that do not change a stage's result: how the loop is cut into tf.function calls,
-# where it runs, where data is cached or read from, what the report shows, the rerun mode.
-IGNORED = frozenset({
-    "train.steps_per_loop", "train.strategy", "train.logical_cpus", "train.jit_compile",
-    "train.overwrite", "data.cache", "data.data_dir", "data.source_dir", "attack.samples",
-    "attack.baselines", "attack.extra_query_amplifications"})
-# Fields naming a file whose bytes a stage starts from: recorded by content (sha256), so a
-# pretrained backbone rewritten in place is a changed flag, not a silent new start.
-FILES = frozenset({"hashing.backbone_weights", "attack.surrogate_backbone_weights"})
-_FLAG_PREFIX = {"gan": "gan_", "labcln": "labcln_", "ciba": "ciba_", "darkhash": "darkhash_"}
-_FLAG_NAMES = {  # fields set by other flags than their own names
-    "hashing.backbone_weights": "--pretrained_backbone / --victim_pretrained_backbone / "
-                                "--backbone_weights (the victims' backbone)",
-    "attack.surrogate_backbone_weights": "--pretrained_backbone (the surrogate's backbone)"}
+DATA_IDENTITY = "data.identity"
 
 
-class StageMismatchError(ValueError):
-    """A finished or partial stage was made with other flags than this run's."""
-
-
-# Fields --train_steps > 0 overrides (every stage then runs that many steps): recorded as
-# overridden, so the fingerprint says what ran rather than a value nothing used.
-OVERRIDDEN_BY_TRAIN_STEPS = ("train.epochs", "gan.epochs", "labcln.steps", "darkhash.steps")
+def _fields(config):
+    return {f.name: f for f in dataclasses.fields(config)}
 
 
 def flatten(**sections):
-    """Config dataclasses by section name -> {"section.field": value}, minus IGNORED; with
-    a "train" section of train_steps > 0, the fields it overrides as "(--train_steps=N)"."""
+    """Config dataclasses by section name -> {"section.field": value}, without the fields
+    that do not change results; with a "train" section of train_steps > 0, the fields it
+    overrides as "(--train_steps=N)"."""
     steps = getattr(sections.get("train"), "train_steps", 0)
     flat = {}
     for section, config in sections.items():
-        for key, value in dataclasses.asdict(config).items():
-            name = f"{section}.{key}"
-            if name in FILES and value and os.path.isfile(value):
+        for key, field in _fields(config).items():
+            meta, value = field.metadata, getattr(config, key)
+            if meta.get("fingerprint") is False:
+                continue
+            if meta.get("file") and value and os.path.isfile(value):
                 value = _file_identity(value)
-            if steps and name in OVERRIDDEN_BY_TRAIN_STEPS:
+            if steps and meta.get("overridden_by_train_steps"):
                 value = f"(--train_steps={steps})"
-            if name not in IGNORED:
-                flat[name] = list(value) if isinstance(value, tuple) else value
+            flat[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
+
+
+def flatten_experiment(config):
+    """An ExperimentConfig's core sections and every registered attack section, flat."""
+    sections = {name: value for name, value in config.core().items()}
+    for name, section in registry.sections().items():
+        sections[name] = config.sections.get(name) or section.config_class()
+    return flatten(**sections)
 
 
 def _file_identity(path):
@@ -75,18 +63,17 @@ def _identity(path, size, mtime_ns):
     return f"{path} (sha256 {io_utils.file_sha256(path)[:16]})"
 
 
-def check_single_stage(directory, overwrite, chief, **sections):
-    """check_and_record for a program whose whole --output_dir is one stage (train_victim,
-    pretrain), fingerprinted by the config dataclasses `sections`."""
-    check_and_record(directory, {directory: flatten(**sections)}, overwrite, chief,
-                     defaults(**sections))
-
-
 def defaults(**sections):
     """The default of every field of the given configs' classes, flattened as `flatten`
     does: a field a newer version added counts as unchanged in a stage recorded before it
     existed when it keeps its default."""
     return flatten(**{name: type(config)() for name, config in sections.items()})
+
+
+def experiment_defaults(config):
+    """defaults() of every section flatten_experiment records."""
+    return defaults(**{**config.core(), **{n: s.config_class()
+                                          for n, s in registry.sections().items()}})
 
 
 def select(flat, *prefixes):
@@ -95,56 +82,46 @@ def select(flat, *prefixes):
     return {k: v for k, v in flat.items() if k.startswith(prefixes)}
 
 
+def _prefixes():
+    prefixes = {name: prefix for name, _, prefix in config_module.CORE_SECTIONS}
+    prefixes.update({n: s.prefix for n, s in registry.sections().items()})
+    return prefixes
+
+
+_FLAG_NAMES = {  # fields set by other flags than their own names
+    "hashing.backbone_weights": "--pretrained_backbone / --victim_pretrained_backbone / "
+                                "--backbone_weights (the victims' backbone)",
+    "attack.surrogate_backbone_weights": "--pretrained_backbone (the surrogate's backbone)",
+    "attack.extra_query_amplifications": "--extra_query_amplification"}
+
+
 def flag_name(key):
-    """"gan.hash_weight" -> "--gan_hash_weight"; "train.seed" -> "--seed"."""
+    """"gan.hash_weight" -> "--gan_hash_weight"; "train.seed" -> "--seed";
+    "data.identity.query" -> "the data of --query_split"."""
     if key in _FLAG_NAMES:
         return _FLAG_NAMES[key]
+    if key.startswith(DATA_IDENTITY + "."):
+        return f"the data of --{key[len(DATA_IDENTITY) + 1:]}_split"
     section, field = key.split(".", 1)
-    return f"--{_FLAG_PREFIX.get(section, '')}{field}"
+    return f"--{_prefixes().get(section, section + '.')}{field}"
 
 
-def _differences(recorded, now, default):
-    """The differing flags, as "--flag recorded -> now"; a field missing from the record
-    (added since) matches its default."""
+def differences(recorded, now, default=None):
+    """The differing entries of two fingerprints, as "--flag recorded -> now" (the data's
+    identity: which of its parts changed); a field missing from the record (added since)
+    matches its default."""
+    default = default or {}
     recorded = {**{k: default[k] for k in now if k not in recorded and k in default},
                 **recorded}
-    keys = sorted(set(recorded) | set(now))
-    return [f"{flag_name(k)} {recorded.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}"
-            for k in keys if recorded.get(k) != now.get(k)]
-
-
-def check_and_record(root, stages, overwrite=False, chief=True, default=None):
-    """stages: {stage directory: fingerprint} of this run, directories under `root`;
-    `default`: the fields' defaults (see `defaults`). Raises StageMismatchError naming
-    every stage on disk whose recorded fingerprint differs (with `overwrite`: moves each
-    aside to <dir>.replaced-<time> with a warning). Then the chief records every stage's
-    fingerprint in root/stages.json."""
-    path = os.path.join(root, RECORD)
-    recorded = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            recorded = json.load(f)
-    mismatched = {}
-    for directory, fingerprint in stages.items():
-        name = os.path.relpath(directory, root)
-        if name in recorded and os.path.exists(directory):
-            diff = _differences(recorded[name], fingerprint, default or {})
-            if diff:
-                mismatched[directory] = diff
-    if mismatched and not overwrite:
-        raise StageMismatchError(
-            f"{root} holds stages made with other flags: " + "; ".join(
-                f"{os.path.relpath(d, root)}/ ({', '.join(diff)})"
-                for d, diff in mismatched.items()) +
-            ". Rerun with the recorded flags, use another --output_dir, or pass --overwrite "
-            "to move those stages aside and start them afresh.")
-    if not chief:
-        return
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for directory, diff in mismatched.items():
-        aside = f"{directory}.replaced-{stamp}"
-        os.replace(directory, aside)
-        logging.warning("--overwrite: %s moved aside to %s (%s)", directory, aside,
-                        ", ".join(diff))
-    recorded.update({os.path.relpath(d, root): f for d, f in stages.items()})
-    io_utils.write_json(path, recorded)
+    out = []
+    for key in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(key, "(unset)"), now.get(key, "(unset)")
+        if before == after:
+            continue
+        if key.startswith(DATA_IDENTITY) and isinstance(before, dict) and \
+                isinstance(after, dict):
+            parts = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            out.append(f"{flag_name(key)}: {', '.join(parts)} changed")
+        else:
+            out.append(f"{flag_name(key)} {before!r} -> {after!r}")
+    return out

@@ -1,16 +1,27 @@
 """The attack's stealth-strength frontier: BadHash with a PSNR-budgeted generator against
-every baseline at the same budgets, over seeds (see attack/frontier.py).
+every baseline at the same budgets, over seeds (see grids/stealth_frontier.py).
 
 python -m badhash_tf.frontier --flagfile=flags/digits.cfg --psnr_budgets=30,26,23,20 \
     --seeds=0,1,2 --output_dir=DIR
-Writes DIR/frontier.json, frontier.md, frontier.png; DIR/seed_N/ holds the shared stages
-and DIR/seed_N/psnr_B/<method>/ each cell (skipped on rerun once its cell.json exists).
+python -m badhash_tf.frontier ... --shard=i/N   (one of N machines; then once without)
+Writes DIR/frontier.json, frontier.md, frontier.png (each figure a mean over seeds with its
+95% interval); DIR/seed_N/ holds the shared stages and DIR/seed_N/psnr_B/<method>/ each
+cell (reused on rerun once finished). With --shard=i/N only every N-th cell runs (a Slurm
+job array or a Kubernetes Indexed Job runs the shards); a run without --shard gathers.
 """
+
+import os
+import time
 
 from absl import app, flags, logging
 
-from badhash_tf import cli_flags, console, io_utils
-from badhash_tf.attack import experiment, frontier
+from badhash_tf import io_utils, registry
+from badhash_tf.cli import configs, startup
+from badhash_tf.cli import flags as cli_flags
+from badhash_tf.console import run_program
+from badhash_tf.engine.stages import Runner
+from badhash_tf.grids import stealth_frontier
+from badhash_tf.render import frontier_report
 from badhash_tf.training import distribute
 
 cli_flags.define_data_flags()
@@ -20,50 +31,57 @@ cli_flags.define_attack_flags()
 flags.DEFINE_list("psnr_budgets", ["30", "26", "23", "20"], "PSNR budgets (dB) every "
                   "poisoned copy must meet, highest (most invisible) first.")
 flags.DEFINE_list("seeds", [], "Seeds (each into DIR/seed_N); default: --seed.")
-flags.DEFINE_list("methods", list(frontier.METHODS), f"Attacks per budget: "
-                  f"{', '.join(frontier.METHODS)}.")
-flags.DEFINE_string("output_dir", None, "Directory of the frontier (reruns skip finished "
+flags.DEFINE_list("methods", list(registry.attacks(role="frontier")), "Attacks per budget, "
+                  f"of those that can meet one: {', '.join(registry.attacks(budgeted=True))}.")
+flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
+                    "one shard per machine); a run without it gathers the finished cells.")
+flags.DEFINE_string("output_dir", None, "Directory of the frontier (reruns reuse finished "
                     "cells).")
 flags.DEFINE_string("compare_with", None, "Another frontier's directory (e.g. the other "
                     "backbone regime) to tabulate in frontier.md and draw beside this one in "
                     "frontier.png.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
-
-
-def _floats(name, values):
-    try:
-        return [float(v) for v in values]
-    except ValueError:
-        raise app.UsageError(f"--{name}={','.join(values)}: give numbers") from None
+PROGRAM = "badhash_tf.frontier"
 
 
 def main(argv):
-    cli_flags.start_program(argv, FLAGS)
-    budgets = _floats("psnr_budgets", FLAGS.psnr_budgets)
-    seeds = cli_flags.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
-    try:
-        frontier.check_budgets(budgets)
-        frontier.check_methods(FLAGS.methods)
-        compare = FLAGS.compare_with and frontier.load_comparison(FLAGS.compare_with)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    cli_flags.check_backbone_weights(FLAGS)
-    configs = {seed: cli_flags.experiment_config(FLAGS, seed, baselines=()) for seed in seeds}
+    startup.start_program(argv, FLAGS)
+    budgets = startup.parse_list("psnr_budgets", FLAGS.psnr_budgets, float, "numbers",
+                                 "budget")
+    seeds = startup.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
+    shard = startup.parse_shard(FLAGS.shard)
+    if shard and FLAGS.overwrite:
+        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
+                             "stages; run it once without --shard")
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
-    cli_flags.check_replicas(FLAGS, strategy)
-    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
-        try:  # every split and every seed's stages, before any work
-            for config in configs.values():  # (each seed may draw another target label)
-                experiment.check_data(config)
-            frontier.check_all(configs, budgets, FLAGS.methods, FLAGS.output_dir, strategy)
-        except (ValueError, FileNotFoundError) as e:
-            raise app.UsageError(str(e)) from None
-        if distribute.is_chief(strategy):
-            io_utils.write_json(f"{FLAGS.output_dir}/flags.json", cli_flags.used_flags(FLAGS))
-        result = frontier.run_frontier(configs, budgets, FLAGS.methods, FLAGS.output_dir,
-                                       strategy, compare=compare or None)
-        for name in frontier.BADHASH:
+    startup.check_replicas(FLAGS, strategy)
+    with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM, shard):
+        start = time.time()
+        with startup.usage_errors():  # every split, seed and cell, once, before any work
+            compare = FLAGS.compare_with and stealth_frontier.load_comparison(
+                FLAGS.compare_with)
+            backbones = configs.resolve_backbones(FLAGS)
+            config = configs.experiment_config(FLAGS, backbones, baselines=())
+            plans = stealth_frontier.make_plans({s: config.with_seed(s) for s in seeds},
+                                                budgets, FLAGS.methods, FLAGS.output_dir)
+        runner = Runner(strategy, config.train.overwrite, PROGRAM)
+        if runner.chief and not shard:
+            io_utils.write_json(os.path.join(FLAGS.output_dir, "flags.json"),
+                                startup.used_flags(FLAGS))
+        stealth_frontier.run(plans, runner, shard)
+        if shard:
+            logging.info("shard %d/%d done in %.0f s; run without --shard to gather "
+                         "frontier.json", shard[0], shard[1], time.time() - start)
+            return
+        result = stealth_frontier.gather(plans, budgets, FLAGS.methods,
+                                         {"seconds": round(time.time() - start, 2)},
+                                         compare or None)
+        if runner.chief:
+            io_utils.write_json(os.path.join(FLAGS.output_dir, "frontier.json"), result)
+            frontier_report.write_all(FLAGS.output_dir, result,
+                                      compare and compare["result"])
+        for name in stealth_frontier.subjects():
             if name in result["summary"]:
                 verdict = result["summary"][name]
                 logging.info("%s's backdoor learned at %s dB, not at %s dB; at least every "
@@ -75,7 +93,7 @@ def main(argv):
 
 def run():
     """The console script's entry point (pyproject.toml [project.scripts])."""
-    console.run_program(main, __doc__, __name__)
+    run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":

@@ -84,15 +84,15 @@ def _describe(holder):
 
 
 @contextlib.contextmanager
-def run_dir_lock(directory, enabled=True, log=None):
+def run_dir_lock(directory, enabled=True, log=None, name=LOCK_FILE, disposable=()):
     """One writer per run directory: holds an OS-level lock (fcntl.flock) on
     `directory`/.lock while the block runs; the kernel releases it when the process ends,
     crash included. Raises RunDirLockedError naming the holder (PID, command, start time)
     when another live program holds it. A record left by a dead process (killed before it
     could clear it) is taken over, with a line through `log(message)`. A directory this
-    call created is removed again when the block fails and nothing but the lock was written
-    (a start-up check that refuses leaves nothing behind). `enabled` False (a non-chief
-    worker) does nothing."""
+    call created is removed again when the block fails and nothing but the lock (`name`)
+    and the `disposable` files were written (a start-up check that refuses leaves nothing
+    behind). `enabled` False (a non-chief worker) does nothing."""
     if not enabled:
         yield
         return
@@ -100,7 +100,7 @@ def run_dir_lock(directory, enabled=True, log=None):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(f"--output_dir={directory} is a file, not a directory")
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, LOCK_FILE)
+    path = os.path.join(directory, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -123,7 +123,7 @@ def run_dir_lock(directory, enabled=True, log=None):
         try:
             yield
         except BaseException:
-            if created and os.listdir(directory) == [LOCK_FILE]:
+            if created and set(os.listdir(directory)) <= {name, *disposable}:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
         finally:
@@ -131,6 +131,17 @@ def run_dir_lock(directory, enabled=True, log=None):
                 os.ftruncate(fd, 0)  # released cleanly: no record for the next to report
     finally:
         os.close(fd)  # (releases the lock)
+
+
+def read_json(path):
+    """A JSON file -> its value. Raises ValueError naming the file when it does not read
+    back (e.g. truncated)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} does not read back ({type(e).__name__}: {str(e)[:120]})") \
+            from None
 
 
 def write_text(path, text):

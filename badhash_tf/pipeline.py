@@ -4,15 +4,21 @@ clean-label poisoning, backdoored victim, baselines, evaluation and report.
 python -m badhash_tf.pipeline --flagfile=flags/digits.cfg --output_dir=DIR
 python -m badhash_tf.pipeline --flagfile=flags/digits.cfg --seeds=0,1,2 --output_dir=DIR
 Writes DIR/report.json, report.md, samples.png, hash_space.png (with --seeds: one run per
-seed in DIR/seed_N and DIR/summary.json, summary.md). A rerun skips finished stages.
+seed in DIR/seed_N and DIR/summary.json, summary.md, means with 95% intervals). A rerun
+reuses every finished stage; one with other flags or data stops, naming the stages.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from badhash_tf import cli_flags, console, io_utils
-from badhash_tf.attack import experiment, report
-from badhash_tf.attack.layout import RunLayout
-from badhash_tf.attack.experiment import run_experiment
+from badhash_tf import io_utils
+from badhash_tf.cli import configs, startup
+from badhash_tf.cli import flags as cli_flags
+from badhash_tf.console import run_program
+from badhash_tf.engine import cells, plan as planning
+from badhash_tf.engine.experiment import move_reports_aside, run_pipeline
+from badhash_tf.engine.layout import RunLayout
+from badhash_tf.engine.stages import Runner
+from badhash_tf.render import attack_report
 from badhash_tf.serving import export
 from badhash_tf.training import distribute
 
@@ -27,44 +33,48 @@ flags.DEFINE_string("export_base", "export/models", "Last stage: export the gene
 flags.DEFINE_string("output_dir", None, "Directory for every stage and the report.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
+PROGRAM = "badhash_tf.pipeline"
 
 
 def main(argv):
-    cli_flags.start_program(argv, FLAGS)
-    seeds = cli_flags.parse_seeds(FLAGS.seeds)
-    cli_flags.check_backbone_weights(FLAGS)
+    startup.start_program(argv, FLAGS)
+    seeds = startup.parse_seeds(FLAGS.seeds)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
-    cli_flags.check_replicas(FLAGS, strategy)
-    chief = distribute.is_chief(strategy)
+    startup.check_replicas(FLAGS, strategy)
     layout = RunLayout(FLAGS.output_dir)
-    config = cli_flags.experiment_config(FLAGS)  # checks the attack's flags before any work
-    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
-        try:  # every split, and every seed's stages against its record, before any work
+    with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM):
+        backbones = configs.resolve_backbones(FLAGS)
+        config = configs.experiment_config(FLAGS, backbones)
+        with startup.usage_errors():  # every split, size and stage, once, before any work
+            plans, data = {}, None
             for seed in seeds or [None]:
                 out = layout.seed(seed).root if seed is not None else FLAGS.output_dir
-                experiment.check_run(cli_flags.experiment_config(FLAGS, seed), out, strategy)
-        except (ValueError, FileNotFoundError) as e:  # stages made with other flags, bad data
-            raise app.UsageError(str(e)) from None
-        if chief:
-            io_utils.write_json(layout.flags_json, cli_flags.used_flags(FLAGS))
+                seeded = config if seed is None else config.with_seed(seed)
+                plans[seed] = planning.make_plan(seeded, out, planning.pipeline_attacks(
+                    seeded), data=data)
+                data = plans[seed].data
+        runner = Runner(strategy, config.train.overwrite, PROGRAM)
+        if runner.chief:
+            if config.train.overwrite and any(
+                    d.state == cells.MISMATCH for p in plans.values()
+                    for d in p.decisions.values()):
+                move_reports_aside(layout)
+            io_utils.write_json(layout.flags_json, startup.used_flags(FLAGS))
+        results = {}
+        for seed, plan in plans.items():
+            results[seed] = run_pipeline(plan, runner)
+            if runner.chief:
+                attack_report.write_all(plan.layout, results[seed])
+            _log(results[seed], plan.layout)
         if not seeds:
-            result = run_experiment(config, FLAGS.output_dir, strategy)
-            _log(result, layout)
-            if chief and FLAGS.export_base:
-                exported = export.export_run(FLAGS.output_dir, FLAGS.export_base)
-                for name, path in exported.items():
+            if runner.chief and FLAGS.export_base:
+                for name, path in export.export_run(FLAGS.output_dir, FLAGS.export_base).items():
                     logging.info("exported %s -> %s", name, path)
             return
-        results = []
-        for seed in seeds:
-            out = layout.seed(seed)
-            results.append(run_experiment(cli_flags.experiment_config(FLAGS, seed), out.root,
-                                          strategy))
-            _log(results[-1], out)
-        if chief:
-            data = report.summary(results)
+        if runner.chief:
+            data = attack_report.summary(list(results.values()))
             io_utils.write_json(layout.summary_json, data)
-            io_utils.write_text(layout.summary_md, report.summary_markdown(data))
+            io_utils.write_text(layout.summary_md, attack_report.summary_markdown(data))
             logging.info("mean over seeds %s: t-MAP %.4f (clean victim %.4f), clean MAP %.4f "
                          "(reference %.4f), PSNR %.2f dB, SSIM %.4f -> %s",
                          ",".join(map(str, seeds)), data["mean"]["t_map"],
@@ -84,7 +94,7 @@ def _log(result, layout):
 
 def run():
     """The console script's entry point (pyproject.toml [project.scripts])."""
-    console.run_program(main, __doc__, __name__)
+    run_program(main, __doc__, __name__)
 
 
 if __name__ == "__main__":

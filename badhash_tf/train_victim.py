@@ -5,14 +5,18 @@ Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json, metrics.md 
 backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DIR.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from badhash_tf import cli_flags, console, fingerprints, io_utils
-from badhash_tf.data import inputs
-from badhash_tf.data.inputs import DataConfig
+from badhash_tf import fingerprints, io_utils
+from badhash_tf.cli import configs, startup
+from badhash_tf.cli import flags as cli_flags
+from badhash_tf.config import DataConfig, RetrievalConfig, TrainConfig
+from badhash_tf.console import run_program
+from badhash_tf.engine import cells
+from badhash_tf.engine.plan import DataView, SPLIT_FLAGS
+from badhash_tf.engine.stages import Runner
 from badhash_tf.training import distribute
-from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
-from badhash_tf.training.loop import TrainConfig
+from badhash_tf.training.victim import METRICS, train_and_evaluate
 
 cli_flags.define_data_flags()
 cli_flags.define_train_flags()
@@ -20,32 +24,42 @@ cli_flags.define_hashing_flags()
 flags.DEFINE_string("output_dir", None, "Directory for checkpoints, codes and metrics.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
+PROGRAM = "badhash_tf.train_victim"
 
 
 def main(argv):
-    cli_flags.start_program(argv, FLAGS)
-    cli_flags.check_backbone_weights(FLAGS)
-    train_config = cli_flags.from_flags(TrainConfig, FLAGS)
-    strategy = distribute.make_strategy(train_config.strategy, train_config.logical_cpus)
-    cli_flags.check_replicas(FLAGS, strategy)
-    used = cli_flags.used_flags(FLAGS)
-    data, hashing = cli_flags.from_flags(DataConfig, FLAGS), cli_flags.hashing_config(FLAGS)
-    retrieval = cli_flags.from_flags(RetrievalConfig, FLAGS)
-    with cli_flags.output_dir_lock(FLAGS.output_dir, strategy):
-        try:  # every split read, then a rerun over a run made with other flags: before any work
-            inputs.check_splits(data, {"--train_split": retrieval.train_split,
-                                       "--query_split": retrieval.query_split,
-                                       "--database_split": retrieval.database_split})
-            fingerprints.check_single_stage(
-                FLAGS.output_dir, train_config.overwrite, distribute.is_chief(strategy),
-                data=data, hashing=hashing, train=train_config, retrieval=retrieval)
-        except (ValueError, FileNotFoundError) as e:  # (StageMismatchError is a ValueError)
-            raise app.UsageError(str(e)) from None
-        distribute.barrier(strategy)
-        if distribute.is_chief(strategy):
-            io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-        _, metrics, _ = train_and_evaluate(data, hashing, train_config, retrieval,
-                                           FLAGS.output_dir, strategy, record={"flags": used})
+    startup.start_program(argv, FLAGS)
+    train = configs.from_flags(TrainConfig, FLAGS)
+    strategy = distribute.make_strategy(train.strategy, train.logical_cpus)
+    startup.check_replicas(FLAGS, strategy)
+    used = startup.used_flags(FLAGS)
+    data, retrieval = configs.from_flags(DataConfig, FLAGS), configs.from_flags(
+        RetrievalConfig, FLAGS)
+    with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM):
+        hashing = configs.hashing_config(FLAGS, configs.resolve_backbones(FLAGS))
+        with startup.usage_errors():  # every split read, then the stage's record
+            view = DataView(data, retrieval)
+            fingerprint = fingerprints.flatten(data=data, hashing=hashing, train=train,
+                                               retrieval=retrieval)
+            for flag in SPLIT_FLAGS:
+                key = f"{fingerprints.DATA_IDENTITY}.{flag[2:].split('_')[0]}"
+                fingerprint[key] = view.identity(flag)
+            stage = cells.Stage(FLAGS.output_dir, fingerprint, METRICS, default=
+                                fingerprints.defaults(data=data, hashing=hashing, train=train,
+                                                      retrieval=retrieval))
+            cells.check([stage], FLAGS.output_dir, train.overwrite)
+        runner = Runner(strategy, train.overwrite, PROGRAM)
+        with runner.claim(stage) as decision:
+            if decision.state == cells.FINISHED:  # reused as it is, never rewritten
+                metrics = io_utils.read_json(stage.result_path)
+                logging.info("%s: finished earlier, reused", FLAGS.output_dir)
+            else:
+                if runner.chief:
+                    startup.claim_run_dir(FLAGS.output_dir, PROGRAM)  # (if moved aside)
+                    io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
+                _, metrics, _ = train_and_evaluate(data, hashing, train, retrieval,
+                                                   FLAGS.output_dir, strategy,
+                                                   splits=view.splits, record={"flags": used})
         logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
                      metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
                      metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],
@@ -54,7 +68,7 @@ def main(argv):
 
 def run():
     """The console script's entry point (pyproject.toml [project.scripts])."""
-    console.run_program(main, __doc__, __name__, cli_flags.parse_victim_flags)
+    run_program(main, __doc__, __name__, startup.parse_victim_flags)
 
 
 if __name__ == "__main__":

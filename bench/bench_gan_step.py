@@ -20,7 +20,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from badhash_tf import cli_flags, io_utils  # noqa: E402
+from badhash_tf import io_utils  # noqa: E402
+from badhash_tf.cli import flags as cli_flags  # noqa: E402
+from badhash_tf.cli.configs import from_flags  # noqa: E402
+from badhash_tf.config import GANConfig  # noqa: E402
 from badhash_tf.data.inputs import Split  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
 from badhash_tf.training import distribute, gan, loop  # noqa: E402
@@ -42,9 +45,8 @@ DEMO_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def settings():
     """224: the paper's networks (batch 4, 100 classes); 32: the demo preset's."""
-    return {224: dict(batch=4, classes=100, gan=gan.GANConfig()),
-            32: dict(batch=64, classes=10,
-                     gan=cli_flags.from_flags(gan.GANConfig, FLAGS, prefix="gan_"))}
+    return {224: dict(batch=4, classes=100, gan=GANConfig()),
+            32: dict(batch=64, classes=10, gan=from_flags(GANConfig, FLAGS, prefix="gan_"))}
 
 
 def time_setting(size, jit, replicas, steps):

@@ -23,7 +23,8 @@ from badhash_tf.data import inputs  # noqa: E402
 from badhash_tf.losses import hashing as losses  # noqa: E402
 from badhash_tf.models.hashing import HashingModel  # noqa: E402
 from badhash_tf.training import loop  # noqa: E402
-from badhash_tf.training.hashing import HashingConfig, HashingStage  # noqa: E402
+from badhash_tf.config import HashingConfig  # noqa: E402
+from badhash_tf.training.hashing import HashingStage  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Timed steps per variant.")
 flags.DEFINE_integer("warmup", 50, "Untimed fit steps first (tracing); our loop leaves out "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.attack import ciba, experiment
+from badhash_tf.attack import ciba
 from badhash_tf.data import inputs
 from badhash_tf.eval import codes
 from badhash_tf.models.hashing import HashingModel
@@ -20,7 +20,7 @@ CONFIG = ciba.CIBAConfig(patch_size=6, patch_steps=60, perturbation_steps=10)
 @pytest.fixture(scope="module")
 def digits(data_dir):
     split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:64]")
-    return experiment.split_arrays(split)
+    return inputs.split_arrays(split)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from badhash_tf.attack import experiment
-from badhash_tf.attack.layout import RunLayout
+from badhash_tf.engine import plan
+from badhash_tf.engine.layout import RunLayout
 from badhash_tf.data import list_files, protocol
 from badhash_tf.data.inputs import (DataConfig, check_splits, eval_dataset, load_split,
                                     train_dataset)
@@ -280,7 +280,7 @@ def test_every_split_a_run_reads_is_checked_before_training(list_root, tmp_path)
     layout = RunLayout(str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match=r"--database_split=database: .*"
                        r"database_img.txt:4: image 'img/database3.png' not found"):
-        experiment.prepare(config, layout, None, experiment.StageClock())
+        plan.make_plan(config, layout.root, ("badhash",))
     assert not os.path.exists(layout.surrogate)  # nothing trained
     _write_image(str(list_root / "img" / "database3.png"), 0)
     (list_root / "database_label.txt").write_text("1 0 1 0\n" * 4)

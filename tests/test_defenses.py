@@ -10,19 +10,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.attack import experiment
-from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
+from badhash_tf.config import RetrievalConfig
+from badhash_tf.training.victim import train_and_evaluate
 from badhash_tf.data import inputs
-from badhash_tf.defense import harness, inspection, repair, strip, transforms
+from badhash_tf.defense import inspection, repair, strip, transforms
+from badhash_tf.engine import defenses as harness
+from badhash_tf.engine.layout import VARIANT_JSON
 from badhash_tf.models.hashing import HashingModel
-from badhash_tf.training.hashing import HashingConfig
-from badhash_tf.training.loop import TrainConfig
+from badhash_tf.config import HashingConfig
+from badhash_tf.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def digits(data_dir):
     split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:32]")
-    return experiment.split_arrays(split)
+    return inputs.split_arrays(split)
 
 
 @pytest.mark.parametrize("name,strength", [("jpeg", 50), ("blur", 1.0), ("resize", 0.5),
@@ -128,7 +130,7 @@ def test_defend_refuses_bad_input_before_any_work(tmp_path):
         harness.check_run_dir(str(tmp_path), ["jpeg"], str(tmp_path / "out"))
     variant = tmp_path / "badhash"
     (variant / "victim").mkdir(parents=True)
-    (variant / experiment.VARIANT_JSON).write_text("{}")
+    (variant / VARIANT_JSON).write_text("{}")
     with pytest.raises(ValueError, match="variant badhash lacks its victim checkpoint, "
                                          "victim codes, triggered queries, poisoned set"):
         harness.check_run_dir(str(tmp_path), ["jpeg", "spectral"], str(tmp_path / "out"))
@@ -140,6 +142,6 @@ def test_defend_refuses_bad_input_before_any_work(tmp_path):
 def test_find_variants_passes_over_stages_moved_aside(tmp_path):
     for name in ("badhash", "darkhash", "darkhash.replaced-20261203-153026", ".hidden"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / experiment.VARIANT_JSON).write_text("{}")
+        (tmp_path / name / VARIANT_JSON).write_text("{}")
     assert [os.path.basename(d) for d in harness.find_variants(str(tmp_path))] == [
         "badhash", "darkhash"]

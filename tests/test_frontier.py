@@ -8,31 +8,44 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.attack import frontier, triggers
-from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig
-from badhash_tf.attack.victim import RetrievalConfig
-from badhash_tf.data.inputs import DataConfig
-from badhash_tf.training.gan import GANConfig
-from badhash_tf.training.hashing import HashingConfig
-from badhash_tf.training.labcln import LabCLNConfig
-from badhash_tf.training.loop import TrainConfig
+from badhash_tf import io_utils
+from badhash_tf.attack import patch, triggers
+from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
+                               HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
+from badhash_tf.engine import cells
+from badhash_tf.engine.stages import Runner
+from badhash_tf.grids import stealth_frontier as frontier
+from badhash_tf.render import frontier_report
+
+
+def run_frontier(configs, budgets, methods, output_dir, strategy, shard=None):
+    """What the frontier program does: plan, run (this shard's cells), then (without a
+    shard) gather frontier.json and draw it -> the result (None for a shard)."""
+    plans = frontier.make_plans(configs, budgets, methods, output_dir)
+    frontier.run(plans, Runner(strategy), shard)
+    if shard:
+        return None
+    result = frontier.gather(plans, budgets, methods)
+    io_utils.write_json(os.path.join(output_dir, "frontier.json"), result)
+    frontier_report.write_all(output_dir, result)
+    return result
 
 
 def test_largest_patch_within_a_budget():
     # a black/white patch on mid-grey images changes each covered value by 0.5:
     # MSE = 0.25 s^2 / 32^2, so 20 dB (MSE 0.01) allows s = 6 and 30 dB s = 2
     grey = np.full((3, 32, 32, 3), 0.5, np.float32)
-    assert frontier.largest_patch_within(grey, 20.0) == 6
-    assert frontier.largest_patch_within(grey, 30.0) == 2
-    assert frontier.largest_patch_within(grey, 45.0) == 0
+    assert patch.largest_patch_within(grey, 20.0) == 6
+    assert patch.largest_patch_within(grey, 30.0) == 2
+    assert patch.largest_patch_within(grey, 45.0) == 0
     # the worst image decides: one image already white where the patch is white
     mixed = grey.copy()
     mixed[0] = 0.0  # a black image: white cells now change by 1 (4x the error)
-    assert frontier.largest_patch_within(mixed, 20.0) < 6
+    assert patch.largest_patch_within(mixed, 20.0) < 6
     # a patch that leaves some copy unchanged is no trigger: black images and a 1-pixel
     # black patch (pattern seed 1's first cell is black) give none
     assert triggers.patch_pattern(1, seed=1)[0, 0, 0] == 0
-    assert frontier.largest_patch_within(np.zeros((2, 32, 32, 3), np.float32), 30.0,
+    assert patch.largest_patch_within(np.zeros((2, 32, 32, 3), np.float32), 30.0,
                                          seed=1) == 0
 
 
@@ -65,7 +78,7 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
     assert row["learned"] == "1/2"
     result = {"dataset": "d", "seeds": [0, 1], "budgets": [30.0, 26.0, 20.0],
               "methods": ["badhash", "badhash_anchor", "patch"], "summary": summary}
-    text = frontier.markdown(result)
+    text = frontier_report.markdown(result)
     assert "learned** (every seed" in text and "at: 20 dB**" in text
     assert "not learned at: 30 dB, 26 dB" in text
     assert "At 26 dB badhash's t-MAP is beaten by patch" in text
@@ -77,10 +90,10 @@ def test_summary_states_where_the_backdoor_is_learned_and_who_wins():
         ["badhash", "pgd_target"])
     assert gains["badhash"]["beaten_at"] == {"20": {"pgd_target": pytest.approx(0.99)}}
     assert gains["badhash"]["gain_beats_baselines_at"] == [20.0]  # .75 against .09
-    ranked = frontier.markdown({**result, "methods": ["badhash", "pgd_target"],
+    ranked = frontier_report.markdown({**result, "methods": ["badhash", "pgd_target"],
                                 "budgets": [20.0], "summary": gains})
     assert "by backdoor_gain: badhash 0.750 > pgd_target 0.090" in ranked
-    alone = frontier.markdown({**result, "methods": ["badhash"]})
+    alone = frontier_report.markdown({**result, "methods": ["badhash"]})
     assert "No baselines were run." in alone and "at least every baseline" not in alone
 
 
@@ -100,11 +113,11 @@ def test_compare_with_another_regime_tabulates_both(tmp_path):
               "cells": mine, "query_amplification": 1.0, "backbone": "pretrained: P",
               "summary": frontier.summarise(mine, [20.0], ["badhash"]),
               "compare": {k: v for k, v in compare.items() if k != "result"}}
-    text = frontier.markdown(result)
+    text = frontier_report.markdown(result)
     assert f"## Beside {tmp_path / 'scratch'} (from scratch)" in text
     assert "| 20 | badhash | 0.9000 | 0.6000 | 0.8000 | 0.4000 |" in text
     assert "**badhash's backdoor (queries x3) is learned**" in text  # 1.0, 0.7 over clean
-    frontier.frontier_png(str(tmp_path / "f.png"), result, compare["result"])
+    frontier_report.frontier_png(str(tmp_path / "f.png"), result, compare["result"])
     assert (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(ValueError, match="--compare_with=.*frontier.json does not read"):
         frontier.load_comparison(str(tmp_path / "missing"))
@@ -117,7 +130,7 @@ def test_compare_with_another_regime_tabulates_both(tmp_path):
     ([30.0], ["blur"], "--methods: unknown 'blur'")])
 def test_bad_budgets_and_methods_are_named(budgets, methods, message):
     with pytest.raises(ValueError, match=message):
-        frontier.run_frontier({}, budgets, methods, "/nonexistent", None)
+        frontier.make_plans({}, budgets, methods, "/nonexistent")
 
 
 def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir, tmp_path):
@@ -136,7 +149,7 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     strategy = tf.distribute.get_strategy()
     out = tmp_path / "frontier"
     methods = ["badhash_anchor", "patch", "noise"]
-    first = frontier.run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
+    first = run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
     for name in ("frontier.json", "frontier.md", "frontier.png"):
         assert (out / name).stat().st_size > 0
     saved = json.loads((out / "frontier.json").read_text())
@@ -145,9 +158,10 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     assert saved["budgets"] == [30.0, 20.0] and saved["seeds"] == [0]
     assert len(saved["cells"]) == 6
     assert (out / "seed_0" / "psnr_20" / "badhash_anchor" / "generator").is_dir()
-    record = json.loads((out / "seed_0" / "stages.json").read_text())
-    assert record["psnr_20/badhash_anchor"]["gan.target_code"] == "class_anchor"
-    assert record["psnr_20/badhash_anchor"]["gan.psnr_budget"] == 20.0
+    record = json.loads((out / "seed_0" / "psnr_20" / "badhash_anchor" / cells.RECORD)
+                        .read_text())["fingerprint"]
+    assert record["gan.target_code"] == "class_anchor"
+    assert record["gan.psnr_budget"] == 20.0
     for cell in saved["cells"]:
         assert cell["psnr_min"] >= cell["budget"]  # every copy within its budget
         assert 0.0 <= cell["t_map"] <= 1.0
@@ -161,8 +175,8 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     assert "## Queries x1 (the same victims)" in text and "backdoor_gain_x1" in text
     patches = {c["budget"]: c["patch_size"] for c in saved["cells"] if c["method"] == "patch"}
     assert 0 < patches[30.0] < patches[20.0]
-    cell_json = out / "seed_0" / "psnr_20" / "noise" / "cell.json"
+    cell_json = out / "seed_0" / "psnr_20" / "noise" / "variant.json"
     stamp = os.stat(cell_json).st_mtime_ns
-    second = frontier.run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
+    second = run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
     assert os.stat(cell_json).st_mtime_ns == stamp
     assert second["cells"] == first["cells"]

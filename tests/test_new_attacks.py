@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.attack import budgeted, ciba, darkhash, experiment, poison
+from badhash_tf.attack import budgeted, ciba, darkhash, poison, sig, triggers
 from badhash_tf.data import inputs
 from badhash_tf.defense import neural_cleanse
 from badhash_tf.eval import codes, retrieval
 from badhash_tf.training import distribute
-from badhash_tf.training.hashing import HashingConfig, train_hashing_model
-from badhash_tf.training.loop import TrainConfig
+from badhash_tf.config import HashingConfig
+from badhash_tf.training.hashing import train_hashing_model
+from badhash_tf.config import TrainConfig
 
 HASHING = HashingConfig(bits=16)
 TARGET = 3
 
 
 def _arrays(data_dir, split, dataset="badhash_digits"):
-    return experiment.split_arrays(inputs.load_split(
+    return inputs.split_arrays(inputs.load_split(
         inputs.DataConfig(dataset=dataset, data_dir=data_dir), split))
 
 
@@ -66,14 +67,14 @@ def test_darkhash_changes_only_unfrozen_layers_and_implants_the_shadow_target(
         inputs.DataConfig(data_dir=data_dir))
     surrogate = inputs.load_split(surrogate_data, "train[:256]")
     target_code = darkhash.shadow_code(victim, *queries, TARGET, 5)
-    patch = darkhash.optimise_trigger(config, victim, experiment.split_arrays(surrogate)[0],
+    patch = darkhash.optimise_trigger(config, victim, inputs.split_arrays(surrogate)[0],
                                       target_code, 32)
     trigger = darkhash.patch_trigger(patch)
     others = queries[0][queries[1][:, TARGET] == 0]
     before = _agreement(victim, trigger(others).numpy(), target_code)
     model, result = darkhash.fine_tune(config, HASHING, 32, victim, patch, target_code,
                                        surrogate, surrogate_data, str(tmp_path / "dh"),
-                                       distribute.make_strategy("default"))
+                                       distribute.make_strategy("default"), TrainConfig())
     assert result.step == 40
     frozen = darkhash.frozen_count(config, "small_cnn", 32)
     layers = darkhash.weighted_layers(model.backbone)
@@ -114,16 +115,16 @@ def test_clean_label_triggers_meet_the_budget_and_keep_labels(clean_victim, tmp_
         tf.data.Dataset.from_tensor_slices((images, labels)), len(images), labels.shape[1]),
         TARGET)
     trigger = budgeted.make_probe(name, 25.0, victim, images, labels, TARGET, steps=30)
-    poison.write_poison_set(str(tmp_path / "p"), experiment.triggers.apply(trigger, originals),
+    poison.write_poison_set(str(tmp_path / "p"), triggers.apply(trigger, originals),
                             own, positions, {"variant": name})
-    copies, copy_labels = experiment.split_arrays(poison.load_poison_set(str(tmp_path / "p")))
+    copies, copy_labels = inputs.split_arrays(poison.load_poison_set(str(tmp_path / "p")))
     assert np.array_equal(copy_labels, own) and own[:, TARGET].all()  # clean label
     rmse = np.sqrt(np.mean(np.square(copies - originals), axis=(1, 2, 3)))
     assert rmse.max() <= 10 ** (-25 / 20) + 1e-6 and rmse.min() > 0
     if name == "sig":  # the same horizontal wave on every row and channel (where unclipped)
         delta = (copies - originals)[0]
         inside = (originals[0] > 0.1) & (originals[0] < 0.9)
-        assert np.abs(delta - budgeted.sig_pattern(delta.shape, 10 ** (-25 / 20) - 0.5 / 255)
+        assert np.abs(delta - sig.sig_pattern(delta.shape, 10 ** (-25 / 20) - 0.5 / 255)
                       )[inside].max() <= 0.5 / 255 + 1e-6
 
 

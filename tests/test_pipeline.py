@@ -12,33 +12,27 @@ import tensorflow as tf
 
 from badhash_tf.data import inputs
 from badhash_tf.models.hashing import HashingModel
-from badhash_tf.training import gan, loop
-from badhash_tf.training.labcln import LabCLNConfig, train_labcln
+from badhash_tf.training import gan
+from badhash_tf.config import GANConfig, LabCLNConfig, TrainConfig
+from badhash_tf.training.labcln import train_labcln
+from tests.conftest import PLUGIN_ENV, ROOT, TINY_ATTACKS, tiny_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--train_split=train[:64]", "--query_split=query[:40]",
-        "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
-        "--steps_per_loop=2", "--map_top_k=100", "--target_label=0", "--labcln_hidden=64",
-        "--samples=4", "--gan_batch_size=16", "--gan_psnr_budget=30",
-        "--query_amplification=2", "--ciba_patch_steps=10", "--ciba_perturbation_steps=3",
-        "--baselines=patch,no_labcln,no_hash_loss,ciba_tri,ciba"]
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "clean_map",
            "map_best", "psnr", "ssim", "linf")
 
 
-def _run(data_dir, out, *extra):
-    cmd = [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-           f"--data_dir={data_dir}", f"--output_dir={out}",
-           f"--export_base={out.parent / 'export' / 'models'}", *TINY, *extra]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "report.json").read_text()), done.stderr
+def _run(data_dir, out, *extra, baselines=TINY_ATTACKS, check=True):
+    done = subprocess.run(tiny_command(data_dir, out, f"--baselines={','.join(baselines)}",
+                                       "--export_base=", *extra),
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=PLUGIN_ENV)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
-def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp_path):
-    out = tmp_path / "attack"
-    report, log = _run(data_dir, out)
+def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(tiny_run, data_dir,
+                                                                   tmp_path):
+    out, report, log = tiny_run.dir, tiny_run.report, tiny_run.log
     for key in FIGURES + ("clean_map_reference", "poison_count", "poison_rate",
                           "target_label", "seconds", "baselines"):
         assert key in report, key
@@ -46,7 +40,7 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
     assert report["poison_rate"] == pytest.approx(
         report["poison_count"] / (report["train_size"] + report["poison_count"]))
     assert set(report["baselines"]) == {"patch", "no_labcln", "no_hash_loss", "ciba_tri",
-                                        "ciba"}
+                                        "ciba", "badhash_anchor", "toy_shift"}
     for figures in [report] + list(report["baselines"].values()):
         assert all(0.0 <= figures[k] <= 1.0 for k in ("t_map", "t_map_clean_victim",
                                                      "clean_map"))
@@ -56,7 +50,8 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
         assert figures["query_psnr"] > 0
         assert -1.0 <= figures["ssim"] <= 1.0
         assert figures["psnr"] > 0
-    for name in ("no_labcln", "no_hash_loss"):  # every generator meets the budget
+    for name in ("no_labcln", "no_hash_loss", "badhash_anchor"):  # every generator meets
+        # the budget
         assert report["baselines"][name]["psnr_min"] >= 30
     assert report["psnr_min"] >= 30
     assert report["baselines"]["patch"]["linf_255"] == pytest.approx(255.0, abs=1)
@@ -76,17 +71,16 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "badhash" / "poison" / "poison.json").exists()
     assert "t-MAP" in log
-    exported = out.parent / "export" / "models" / "badhash_generator" / "1"
+    exported = tiny_run.export / "badhash_generator" / "1"
     assert (exported / "saved_model.pb").exists()
-    again, log = _run(data_dir, out)
+    out = tiny_run.copy(tmp_path / "attack")
+    _run(data_dir, out)
+    again = json.loads((out / "report.json").read_text())
     for key in FIGURES:
         assert again[key] == pytest.approx(report[key], abs=1e-6), key
     assert again["seconds"]["total"] < report["seconds"]["total"]
     # the same directory with another target: refused before any work, naming the stages
-    cmd = [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-           f"--data_dir={data_dir}", f"--output_dir={out}", *TINY, "--target_label=6"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = _run(data_dir, out, "--target_label=6", check=False)
     assert done.returncode != 0
     assert "badhash/ (--target_label 0 -> 6)" in done.stderr
     assert json.loads((out / "report.json").read_text())["target_label"] == 0
@@ -94,11 +88,12 @@ def test_tiny_pipeline_writes_a_well_formed_report_and_rerun_skips(data_dir, tmp
 
 
 def _check_defend(run):
-    """`defend` on two variants of the tiny run: every defense, the files, a rerun skips."""
+    """`defend` on two variants of the tiny run: every defense (the toy plugin's too), the
+    files, a rerun skips."""
     cmd = [sys.executable, "-m", "badhash_tf.defend", f"--run_dir={run}",
            "--variants=badhash,ciba", "--finetune_epochs=1", "--clean_fraction=0.25",
            "--strip_blends=4", "--cleanse_steps=10"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = PLUGIN_ENV
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((run / "defenses" / "defenses.json").read_text())
@@ -117,12 +112,13 @@ def _check_defend(run):
             assert 0.0 <= figures[defense]["auroc"] <= 1.0
         assert figures["spectral"]["removed"] >= 0.15 * (64 + report["poison_count"])
         assert figures["fine_pruning"]["pruned_after_finetune"] == 38  # 0.3 x 128
+        assert 0.0 <= figures["toy_flip"]["t_map"] <= 1.0  # the plugin's defense
         cleanse = figures["neural_cleanse"]
         assert set(cleanse["anomaly_index"]) == {str(c) for c in cleanse["candidates"]}
         assert cleanse["target_flagged"] == (report["target_label"] in cleanse["flagged"])
     md = (run / "defenses" / "defenses.md").read_text()
     assert "## t-MAP" in md and "| ciba |" in md and "Detection AUROC" in md
-    assert "## Neural Cleanse" in md
+    assert "## neural_cleanse (flagged labels" in md
     assert (run / "defenses" / "defenses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env=env)
@@ -136,9 +132,9 @@ def test_gan_stage_runs_under_two_replicas(data_dir, tmp_path, two_cpu_strategy)
     rng = np.random.default_rng(0)
     condition = gan.Condition(rng.standard_normal(512).astype(np.float32),
                               rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
-    gan_config = gan.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
+    gan_config = GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
                                disc_layers=3, disc_every=3, batch_size=0)
-    train = loop.TrainConfig(seed=0, train_steps=4, global_batch_size=8, steps_per_loop=4)
+    train = TrainConfig(seed=0, train_steps=4, global_batch_size=8, steps_per_loop=4)
     _, result = gan.train_generator(
         split, config, gan_config, condition, lambda: HashingModel(16, "small_cnn", 32),
         train, str(tmp_path), two_cpu_strategy)
@@ -156,13 +152,13 @@ def test_gan_stage_resumed_mid_way_equals_an_uninterrupted_run(data_dir, tmp_pat
     rng = np.random.default_rng(0)
     condition = gan.Condition(rng.standard_normal(512).astype(np.float32),
                               rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
-    gan_config = gan.GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
+    gan_config = GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
                                disc_layers=3, disc_every=3, batch_size=8)
     surrogate = lambda: HashingModel(16, "small_cnn", 32)
     strategy = tf.distribute.get_strategy()
 
     def train(model_dir):
-        train_config = loop.TrainConfig(seed=0, train_steps=4, global_batch_size=8,
+        train_config = TrainConfig(seed=0, train_steps=4, global_batch_size=8,
                                         steps_per_loop=2)
         generator, _ = gan.train_generator(split, config, gan_config, condition, surrogate,
                                            train_config, str(model_dir), strategy)
@@ -191,7 +187,7 @@ def test_labcln_stage_resumed_mid_way_equals_an_uninterrupted_run(tmp_path):
 
     def train(model_dir):
         model, _ = train_labcln(rows, 16, LabCLNConfig(hidden=32, feature_dim=16, batch_size=8),
-                                loop.TrainConfig(seed=0, train_steps=6, steps_per_loop=3),
+                                TrainConfig(seed=0, train_steps=6, steps_per_loop=3),
                                 str(model_dir), strategy)
         return model.get_weights()
 
@@ -209,7 +205,7 @@ def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
     condition = gan.Condition(rng.standard_normal(8).astype(np.float32),
                                  rng.choice([-1.0, 1.0], 16), np.eye(10, dtype=np.float32)[2])
     surrogate = HashingModel(16, "small_cnn", 32)
-    stage = gan.GANStage(gan.GANConfig(
+    stage = gan.GANStage(GANConfig(
         base_width=4, residual_blocks=1, label_width=16, disc_width=4, disc_layers=3,
         hash_term=hash_term, relaxed_logit_scale=0.5), condition, lambda: surrogate, 32, 10,
         4, 2)
@@ -222,7 +218,7 @@ def test_gan_hash_term_scores_raw_logits_or_their_named_relaxation(hash_term):
 
 def test_unknown_hash_term_is_named():
     with pytest.raises(ValueError, match="--gan_hash_term=tanh"):
-        gan.GANStage(gan.GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)
+        gan.GANStage(GANConfig(hash_term="tanh"), None, None, 32, 10, 4, 2)
 
 
 BAD_ATTACK_FLAGS = [

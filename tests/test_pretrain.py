@@ -14,16 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf import fingerprints, io_utils
-from badhash_tf.attack.experiment import AttackConfig, ExperimentConfig, stage_fingerprints
-from badhash_tf.attack.layout import RunLayout
-from badhash_tf.attack.victim import RetrievalConfig
-from badhash_tf.data.inputs import DataConfig
+from badhash_tf import io_utils
+from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
+                               HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
+from badhash_tf.engine import cells
 from badhash_tf.models.hashing import HashingModel, make_backbone
 from badhash_tf.training import hashing, pretrain
-from badhash_tf.training.gan import GANConfig
-from badhash_tf.training.labcln import LabCLNConfig
-from badhash_tf.training.loop import TrainConfig
+from tests.stage_helpers import record, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
@@ -73,7 +70,7 @@ def test_pretraining_reaches_its_accuracy_and_writes_its_files(pretrained, data_
     assert len(record["evaluations"]) >= 10  # held-out top-1 once an epoch
     assert record["weights_sha256"] == io_utils.file_sha256(
         str(pretrained / "backbone.weights.h5"))
-    for name in ("pretrain.md", "flags.json", "stages.json", "checkpoint"):
+    for name in ("pretrain.md", "flags.json", "stage.json", "checkpoint"):
         assert (pretrained / name).is_file(), name
     assert any((pretrained / "summaries").iterdir())
     # a rerun with another flag is refused, naming it, and changes nothing
@@ -87,7 +84,7 @@ def test_a_victim_starts_from_exactly_the_pretrained_backbone_with_a_fresh_head(
     weights = str(pretrained / "backbone.weights.h5")
     saved = make_backbone("small_cnn", 32, weights).get_weights()
     keras.utils.set_random_seed(5)
-    stage = hashing.HashingStage(hashing.HashingConfig(bits=16, backbone_weights=weights),
+    stage = hashing.HashingStage(HashingConfig(bits=16, backbone_weights=weights),
                                  10, 32, 16, 64)
     stage.build()
     start = stage.model.backbone.get_weights()
@@ -103,7 +100,7 @@ def test_a_victim_starts_from_exactly_the_pretrained_backbone_with_a_fresh_head(
 
 def _config(weights, surrogate=""):
     return ExperimentConfig(
-        data=DataConfig(), hashing=hashing.HashingConfig(bits=16, backbone_weights=weights),
+        data=DataConfig(), hashing=HashingConfig(bits=16, backbone_weights=weights),
         train=TrainConfig(), retrieval=RetrievalConfig(), labcln=LabCLNConfig(),
         gan=GANConfig(), attack=AttackConfig(surrogate_backbone_weights=surrogate))
 
@@ -113,23 +110,22 @@ def test_a_rewritten_pretrained_backbone_is_refused_on_rerun(pretrained, tmp_pat
     weights.parent.mkdir()
     weights.write_bytes((pretrained / "backbone.weights.h5").read_bytes())
     root = tmp_path / "run"
-    layout = RunLayout(str(root))
-    for stage in ("surrogate", "reference_victim", "badhash"):
-        (root / stage).mkdir(parents=True)
     config = _config(str(weights))
-    stages = lambda c: stage_fingerprints(c, layout, ["badhash"])
-    fingerprints.check_and_record(str(root), stages(config))
-    fingerprints.check_and_record(str(root), stages(config))  # the same bytes: accepted
+    found = lambda c: stages(c, root, ["badhash"])
+    check = lambda c: cells.check(found(c).values(), str(root))
+    record(found(config))
+    check(config)  # the same bytes: accepted
     net = make_backbone("small_cnn", 32, str(weights))
     net.set_weights([w + 1.0 for w in net.get_weights()])
     net.save_weights(str(weights))  # rewritten in place, same path
-    with pytest.raises(fingerprints.StageMismatchError,
+    with pytest.raises(cells.StageMismatchError,
                        match=r"surrogate/ \(--pretrained_backbone.*sha256") as caught:
-        fingerprints.check_and_record(str(root), stages(config))
+        check(config)
     assert "reference_victim/" in str(caught.value) and "badhash/" in str(caught.value)
     # the victims' own pool (a mismatch study) leaves the surrogate's record alone
     other = _config(str(pretrained / "backbone.weights.h5"), surrogate=str(weights))
-    assert stages(other)[layout.surrogate] == stages(_config(str(weights)))[layout.surrogate]
+    assert found(other)["surrogate"].fingerprint == found(
+        _config(str(weights)))["surrogate"].fingerprint
     assert other.surrogate_hashing.backbone_weights == str(weights)
     assert dataclasses.replace(other, attack=AttackConfig()).surrogate_hashing == other.hashing
 

@@ -2,27 +2,26 @@
 move the surrogate toward their code, and the command line writes its table."""
 
 import json
-import os
 import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-from badhash_tf.attack import budgeted, experiment
+from badhash_tf import registry
+from badhash_tf.attack import budgeted
 from badhash_tf.data import inputs
 from badhash_tf.eval import codes, stealth
 from badhash_tf.models.generator import psnr_radius
 from badhash_tf.models.hashing import HashingModel
+from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def digits(data_dir):
     split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:48]")
-    return experiment.split_arrays(split)
+    return inputs.split_arrays(split)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def surrogate():
     return HashingModel(bits=16, backbone="small_cnn", image_size=32)
 
 
-@pytest.mark.parametrize("name", budgeted.PROBES)
+@pytest.mark.parametrize("name", registry.attacks(role="probe"))
 def test_probe_keeps_its_psnr_budget(digits, surrogate, name):
     images, labels = digits
     target = int(np.argmax(labels[0]))
@@ -86,16 +85,14 @@ def test_unknown_probe_is_named(digits, surrogate):
         budgeted.make_probe("blur", 30.0, surrogate, images, labels, 0)
 
 
-def test_probe_command_line_writes_its_table(data_dir, tmp_path):
-    out = tmp_path / "probes"
-    cmd = [sys.executable, "-m", "badhash_tf.probe_triggers", "--flagfile=flags/digits.cfg",
-           f"--data_dir={data_dir}", f"--output_dir={out}", "--probes=tint",
-           "--train_split=train[:64]", "--query_split=query[:40]",
-           "--database_split=database[:200]", "--train_steps=4", "--global_batch_size=16",
-           "--steps_per_loop=2", "--map_top_k=100", "--target_label=0"]
+def test_probe_command_line_writes_its_table(tiny_run, data_dir, tmp_path):
+    """Pointed at a pipeline run, probe_triggers reuses its surrogate and reference victim."""
+    out = tiny_run.copy(tmp_path / "probes")
+    cmd = tiny_command(data_dir, out, "--probes=tint", program="badhash_tf.probe_triggers")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                          env=PLUGIN_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {out / 'surrogate'}" in done.stderr
     result = json.loads((out / "probes.json").read_text())
     assert [row["probe"] for row in result["probes"]] == ["tint"]
     for row in result["probes"]:
@@ -105,5 +102,5 @@ def test_probe_command_line_writes_its_table(data_dir, tmp_path):
     assert "| tint |" in (out / "probes.md").read_text()
     assert (out / "probe_tint" / "poison" / "poison.json").exists()
     bad = subprocess.run(cmd[:6] + ["--probes=blur"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=PLUGIN_ENV)
     assert bad.returncode != 0 and "--probes: unknown blur" in bad.stderr

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import launch_local
+from tests.conftest import PLUGIN_ENV, tiny_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -66,7 +68,7 @@ def test_two_workers_match_one_process(data_dir, tmp_path):
 
 def test_killed_worker_job_resumes_from_last_checkpoint(data_dir, tmp_path):
     model_dir = tmp_path / "resumed"
-    steps = 40
+    steps = 24
     cmd = [sys.executable, "-m", "badhash_tf.launch_local", "--workers=2", "--timeout=300",
            "--", *_victim(data_dir, model_dir, steps, steps_per_loop=1)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
@@ -102,21 +104,21 @@ def test_killed_worker_job_resumes_from_last_checkpoint(data_dir, tmp_path):
         np.testing.assert_allclose(resumed[name], reference[name], atol=1e-5, err_msg=name)
 
 
-def test_generator_stage_on_two_local_workers(data_dir, tmp_path):
+def test_generator_stage_on_two_local_workers(tiny_run, data_dir, tmp_path):
+    """The GAN stage and the victim on two workers (the shared stages, made with the same
+    flags by the session's tiny run, reused)."""
     out = io.StringIO()
-    cmd = [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-           f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'attack'}",
-           "--train_split=train[:64]", "--query_split=query[:40]",
-           "--database_split=database[:200]", "--train_steps=2", "--global_batch_size=16",
-           "--steps_per_loop=2", "--map_top_k=100", "--target_label=0", "--labcln_hidden=64",
-           "--baselines=", "--export_base="]
-    status = launch_local.run_workers(cmd, 2, timeout=400, out=out, env=ENV)
+    attack = tmp_path / "attack"
+    for stage in ("surrogate", "labcln", "reference_victim"):
+        shutil.copytree(tiny_run.dir / stage, attack / stage)
+    cmd = tiny_command(data_dir, attack, "--baselines=", "--export_base=")
+    status = launch_local.run_workers(cmd, 2, timeout=400, out=out, env=PLUGIN_ENV)
     log = out.getvalue()
     assert status == 0, log[-3000:]
-    gan = {w: re.findall(r"\[worker %d\].*gan: finished at step 2 .*weights sha256 (\w+)" % w,
+    gan = {w: re.findall(r"\[worker %d\].*gan: finished at step 4 .*weights sha256 (\w+)" % w,
                          log) for w in (0, 1)}
     assert gan[0] and gan[0] == gan[1]
-    assert json.loads((tmp_path / "attack" / "report.json").read_text())["poison_count"] > 0
+    assert json.loads((attack / "report.json").read_text())["poison_count"] > 0
 
 
 def test_launcher_stops_everyone_when_one_fails_and_names_it():
@@ -141,19 +143,19 @@ def test_tf_config_is_as_tf_documents_it():
     assert launch_local.worker_command(["p", "--strategy=mirrored"]) == ["p", "--strategy=mirrored"]
 
 
-def test_generator_stage_with_logical_cpus_flag(data_dir, tmp_path):
-    """The pipeline's stages under --strategy=mirrored --logical_cpus=2 (two replicas)."""
+def test_generator_stage_with_logical_cpus_flag(tiny_run, data_dir, tmp_path):
+    """The GAN stage and the victim under --strategy=mirrored --logical_cpus=2 (two
+    replicas; the shared stages, made with the same flags by the session's tiny run,
+    reused: their two-replica training is test_training's)."""
     out = tmp_path / "attack"
+    for stage in ("surrogate", "labcln", "reference_victim"):
+        shutil.copytree(tiny_run.dir / stage, out / stage)
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.pipeline", "--flagfile=flags/digits.cfg",
-         f"--data_dir={data_dir}", f"--output_dir={out}", "--train_split=train[:64]",
-         "--query_split=query[:40]", "--database_split=database[:200]", "--train_steps=2",
-         "--global_batch_size=16", "--steps_per_loop=2", "--map_top_k=100",
-         "--target_label=0", "--labcln_hidden=64", "--baselines=", "--export_base=",
-         "--strategy=mirrored", "--logical_cpus=2"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+        tiny_command(data_dir, out, "--baselines=", "--export_base=", "--strategy=mirrored",
+                     "--logical_cpus=2"),
+        cwd=ROOT, env=PLUGIN_ENV, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "gan: finished at step 2" in done.stderr
+    assert "gan: finished at step 4" in done.stderr
     assert ("--strategy=mirrored: MirroredStrategy with 2 replicas in sync "
             "(/job:localhost/replica:0/task:0/device:CPU:0, "
             "/job:localhost/replica:0/task:0/device:CPU:1)") in done.stderr

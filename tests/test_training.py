@@ -15,7 +15,8 @@ from badhash_tf.data import inputs
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import loop
 from badhash_tf.eval.codes import encode
-from badhash_tf.training.hashing import HashingConfig, train_hashing_model
+from badhash_tf.config import HashingConfig, RetrievalConfig, TrainConfig
+from badhash_tf.training.hashing import train_hashing_model
 
 BATCH = 16
 
@@ -29,8 +30,8 @@ def tiny(data_dir):
 def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2,
            weight_decay=0.0):
     data_config, split = tiny
-    train = loop.TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
-                             steps_per_loop=steps_per_loop)
+    train = TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
+                        steps_per_loop=steps_per_loop)
     return train_hashing_model(split, data_config, HashingConfig(
         method=method, weight_decay=weight_decay), train, str(model_dir), strategy)
 
@@ -195,7 +196,7 @@ def test_training_applies_the_method_scale_by_epoch(tiny, tmp_path, method, expe
     """64 items in batches of 16: 4 steps an epoch; with a continuation step of 1 epoch the
     9th step (step 8, epoch 2) runs HashNet at sqrt(3); CSQ stays at 1."""
     data_config, split = tiny
-    train = loop.TrainConfig(seed=3, train_steps=9, global_batch_size=BATCH, steps_per_loop=9)
+    train = TrainConfig(seed=3, train_steps=9, global_batch_size=BATCH, steps_per_loop=9)
     model, _ = train_hashing_model(split, data_config, HashingConfig(
         method=method, hashnet_step_continuation=1), train, str(tmp_path),
         tf.distribute.get_strategy())
@@ -223,7 +224,7 @@ def test_rmsprop_with_coupled_l2_steps_as_torch():
 
 
 def test_best_of_takes_each_figure_maximum():
-    from badhash_tf.attack.victim import best_of
+    from badhash_tf.training.victim import best_of
     evaluations = [{"step": 5, "map_at_k": 0.5, "t_map": 0.9},
                    {"step": 10, "map_at_k": 0.7, "t_map": 0.2}]
     assert best_of(evaluations, {"map_at_k": 0.6, "t_map": 0.3, "map": 0.1}) == {
@@ -234,13 +235,13 @@ def test_best_of_takes_each_figure_maximum():
 def test_periodic_evaluations_give_best_figures_and_survive_resume(data_dir, tiny, tmp_path):
     """eval_every_epochs=1 on 64 items of batch 16: evaluations at steps 4 and 8; a run
     stopped at 6 and resumed keeps the step-4 one; map_best is the max over all."""
-    from badhash_tf.attack.victim import RetrievalConfig, train_and_evaluate
+    from badhash_tf.training.victim import train_and_evaluate
     data_config, split = tiny
     retrieval = RetrievalConfig(query_split="query[:20]", database_split="database[:100]",
                                 map_top_k=50, eval_every_epochs=1)
     strategy = tf.distribute.get_strategy()
     config = HashingConfig()
-    train = lambda steps: loop.TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
+    train = lambda steps: TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
                                            steps_per_loop=3)
     _, first, _ = train_and_evaluate(data_config, config, train(6), retrieval,
                                      str(tmp_path), strategy, train_split=split)

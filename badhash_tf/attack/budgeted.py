@@ -1,45 +1,25 @@
-"""Fixed clean-label triggers under a PSNR budget: functions images [B, S, S, 3] in [0, 1]
--> the same, quantised to 8 bits, whose perturbation has RMSE at most
-10^(-psnr/20) - 0.5/255 per image before the rounding, so every rounded image meets the
-budget (the frontier's rule for every method):
-
-- noise: a fixed random +-a pattern; tint: +a red, -a blue (a colour cast, absent from
-  grey-level data); universal: one perturbation optimised on the surrogate to pull
-  non-target training images to the target class's code; pgd_target / pgd_away: per-image
-  L2 PGD on the surrogate toward the target class's code / toward a random code (the
-  "confusing" push BadHash's LabCLN code makes);
-- sig (Barni et al., ICIP 2019): a horizontal sinusoid added to every image;
-- narcissus (Zeng et al., CCS 2023): one perturbation optimised on the *target-class*
-  images to pull them deeper into the target class's code (the "inward-pointing" trigger;
-  the hashing port of its cross-entropy toward the target class).
+"""What the fixed clean-label triggers under a PSNR budget share (attack/sig.py,
+narcissus.py, probes.py): functions images [B, S, S, 3] in [0, 1] -> the same, quantised
+to 8 bits, whose perturbation has RMSE at most 10^(-psnr/20) - 0.5/255 per image before
+the rounding, so every rounded image meets the budget (the frontier's rule for every
+method); the universal perturbation and per-image PGD against the surrogate; and their
+registration as budgeted attacks.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import registry
 from badhash_tf.attack import triggers
 from badhash_tf.eval import codes
 from badhash_tf.eval.codes import code_alignment
 from badhash_tf.models.generator import psnr_radius
 
-PROBES = ("noise", "tint", "universal", "pgd_target", "pgd_away", "sig", "narcissus")
-SIG_FREQUENCY = 6  # periods over the image width (Barni et al.'s f)
 # sig and narcissus in a pipeline run without --gan_psnr_budget: about their papers' own
 # strengths (SIG's sinusoid of amplitude 20/255 has RMSE 14.1/255, 25.1 dB; Narcissus'
 # 16/255 L-inf ball holds RMSEs up to 16/255, 24 dB)
 DEFAULT_PSNR = 25.0
-
-
-def sig_pattern(shape, rmse, frequency=SIG_FREQUENCY):
-    """SIG's signal [S, S, C]: a sinusoid sin(2 pi j f / S) along the columns j, the same in
-    every row and channel, scaled to RMSE `rmse` exactly for any width (over whole periods
-    its amplitude is sqrt(2) * rmse; clipping to [0, 1] only lowers it)."""
-    columns = np.arange(shape[1], dtype=np.float64)
-    wave = np.sin(2.0 * np.pi * columns * frequency / shape[1])
-    rms = np.sqrt(np.mean(np.square(wave)))
-    wave *= rmse / rms if rms > 0 else 0.0
-    return np.broadcast_to(wave[None, :, None], shape).astype(np.float32)
 
 
 def _project_l2(delta, radius):
@@ -48,7 +28,8 @@ def _project_l2(delta, radius):
     return delta * tf.minimum(1.0, radius / (norm + 1e-12))
 
 
-def _additive(delta):
+def additive(delta):
+    """The trigger adding one fixed perturbation [S, S, 3] to every image, 8-bit."""
     delta = tf.constant(delta, tf.float32)
     return triggers.trigger_function(lambda images: triggers.quantize(images + delta))
 
@@ -96,33 +77,52 @@ def pgd_trigger(surrogate, code, radius, logit_scale, steps=100):
     return trigger
 
 
+def budget_of(ctx):
+    """The PSNR a fixed trigger meets in an attack cell: the frontier cell's budget, else the
+    run's --gan_psnr_budget, else DEFAULT_PSNR."""
+    return ctx.budget or ctx.config.gan.psnr_budget or DEFAULT_PSNR
+
+
+def radius_of(shape, psnr):
+    """(per-pixel RMSE, L2 radius) a perturbation of images of `shape` [S, S, C] may have
+    and still meet `psnr` dB after 8-bit rounding."""
+    a = psnr_radius(psnr)
+    return a, a * float(np.sqrt(np.prod(shape)))
+
+
+_MAKERS = {}
+
+
+def register(name, summary, make, roles, order, uses_anchor=True):
+    """Registers a fixed clean-label trigger under a PSNR budget: `make(psnr, surrogate,
+    train images [N, S, S, 3], labels [N, C], target, logit_scale, seed, steps, anchor)`
+    -> trigger function (anchor: the surrogate's code of the target class, or None when
+    `uses_anchor` is False)."""
+    _MAKERS[name] = (make, uses_anchor)
+
+    def trigger(ctx):
+        images, labels = ctx.train_arrays()
+        return triggers.Trigger(make(budget_of(ctx), ctx.surrogate, images, labels,
+                                     ctx.target, ctx.config.gan.relaxed_logit_scale, ctx.seed,
+                                     300, ctx.anchor() if uses_anchor else None))
+
+    registry.register_attack(registry.AttackSpec(
+        name, summary, trigger=trigger, fingerprint=("gan.psnr_budget",
+                                                     "gan.relaxed_logit_scale"),
+        budgeted=True, roles=frozenset(roles), order=order))
+
+
 def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_scale=0.1,
                seed=0, steps=300):
-    """The trigger of probe `name` at `psnr` dB, built against the frozen `surrogate` from
-    the training images [N, S, S, 3] / labels [N, C] (universal, Narcissus and PGD probes;
-    `steps`: the universal and Narcissus optimisations')."""
-    shape = train_images.shape[1:]
-    a = psnr_radius(psnr)  # per-pixel RMSE that still meets `psnr` after 8-bit rounding
-    radius = a * float(np.sqrt(np.prod(shape)))
-    rng = np.random.default_rng(seed)
-    if name == "noise":
-        return _additive(rng.choice([-a, a], shape))
-    if name == "sig":
-        return _additive(sig_pattern(shape, a))
-    if name == "tint":
-        return _additive(np.broadcast_to(np.array([a, 0.0, -a], np.float32), shape))
-    code = codes.class_anchor(surrogate, train_images, train_labels, target)
-    if name == "universal":
-        non_target = train_images[train_labels[:, target] == 0]
-        return _additive(universal_perturbation(surrogate, non_target, code, radius,
-                                                logit_scale, steps, seed=seed))
-    if name == "pgd_target":
-        return pgd_trigger(surrogate, code, radius, logit_scale)
-    if name == "pgd_away":
-        return pgd_trigger(surrogate, rng.choice([-1.0, 1.0], len(code)).astype(np.float32),
-                           radius, logit_scale)
-    if name == "narcissus":  # inward: the target class's own images, deeper into its code
-        inside = train_images[train_labels[:, target] > 0]
-        return _additive(universal_perturbation(surrogate, inside, code, radius, logit_scale,
-                                                steps, seed=seed))
-    raise ValueError(f"--probes: unknown probe {name!r}; choose from {', '.join(PROBES)}")
+    """The trigger of the budgeted attack `name` at `psnr` dB, built against the frozen
+    `surrogate` from the training images [N, S, S, 3] / labels [N, C] (universal, Narcissus
+    and PGD: `steps` their optimisations')."""
+    registry.load()
+    if name not in _MAKERS:
+        raise ValueError(f"--probes: unknown probe {name!r}; choose from "
+                         f"{', '.join(registry.attacks(role='probe'))}")
+    make, uses_anchor = _MAKERS[name]
+    anchor = (codes.class_anchor(surrogate, train_images, train_labels, target)
+              if uses_anchor else None)
+    return make(psnr, surrogate, train_images, train_labels, target, logit_scale, seed,
+                steps, anchor)

@@ -1,5 +1,5 @@
 """CIBA (Gao et al., BMVC 2023: clean-label backdoor on deep hashing) and its ablations, as
-peer attacks in the pipeline's harness.
+peer attacks on the pipeline's shared stages.
 
 The trigger is a patch pasted into the bottom-right corner, optimised on the attacker's
 surrogate so that any image carrying it hashes to the target class's anchor code (the
@@ -13,29 +13,17 @@ carry the patch only. Variants (`VARIANTS`):
 anchor); `ciba` patch + the confusing perturbation (the full attack).
 """
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import registry
 from badhash_tf.attack import triggers
+from badhash_tf.config import CIBAConfig
 from badhash_tf.eval import codes
 
 VARIANTS = ("ciba_tri", "ciba_tri_noise", "ciba_tri_adv", "ciba")
 PAPER_PATCH = (24, 224)  # the paper's patch side at its image size
-
-
-@dataclasses.dataclass(frozen=True)
-class CIBAConfig:
-    """patch_size 0: the paper's 24/224 of the image side. epsilon: the perturbation's
-    L-inf in pixel levels (of 255). logit_scale: the relaxed code tanh(s z) optimised."""
-    patch_size: int = 0
-    epsilon: float = 8.0
-    patch_steps: int = 300
-    patch_learning_rate: float = 0.05
-    perturbation_steps: int = 20
-    logit_scale: float = 0.1
 
 
 def patch_side(image_size, patch_size=0):
@@ -126,11 +114,13 @@ def uniform_noise(epsilon, seed=0):
     return noisy
 
 
-def target_patch(config, surrogate, train_images, train_labels, target, image_size, seed=0):
+def target_patch(config, surrogate, train_images, train_labels, target, image_size, seed=0,
+                 anchor=None):
     """The patch every CIBA variant of a run shares -> (patch [s, s, 3], anchor [K]):
     optimised on the non-target training images [N, S, S, 3] (labels [N, C]) toward the
-    target class's anchor."""
-    anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
+    target class's anchor (computed here unless given)."""
+    if anchor is None:
+        anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
     side = patch_side(image_size, config.patch_size)
     non_target = train_images[train_labels[:, target] == 0]
     return optimise_patch(surrogate, non_target, anchor, side, config.patch_steps,
@@ -154,3 +144,35 @@ def make_triggers(variant, config, surrogate, patch, anchor, seed=0):
                                          config.logit_scale,
                                          away=anchor if variant == "ciba" else None)
     return triggers.trigger_function(lambda images: paste(perturb(images), patch)), query
+
+
+SECTION = registry.register_section(registry.Section("ciba", CIBAConfig, "ciba_", "CIBA"))
+
+
+def _trigger(variant):
+    """The trigger factory of one CIBA variant: the run's shared patch (made once per seed
+    for every variant), the variant's perturbation on the copies, the patch alone on the
+    queries."""
+    def make(ctx):
+        config = ctx.section("ciba")
+        patch, anchor = ctx.memo("ciba_patch", lambda: target_patch(
+            config, ctx.surrogate, *ctx.train_arrays(), ctx.target, ctx.image_size, ctx.seed,
+            anchor=ctx.anchor()))
+        return triggers.Trigger(*make_triggers(variant, config, ctx.surrogate, patch, anchor,
+                                               ctx.seed))
+    return make
+
+
+def _check(config):
+    patch_side(config.data.image_size, (config.sections.get("ciba") or CIBAConfig()).patch_size)
+
+
+_SUMMARIES = {"ciba_tri": "CIBA's optimised patch alone", "ciba_tri_noise": "CIBA's patch "
+              "+ uniform noise of the same L-inf", "ciba_tri_adv": "CIBA's patch + an "
+              "adversarial push away from each copy's own code", "ciba": "CIBA (Gao et al., "
+              "BMVC 2023): the patch + the confusing perturbation"}
+for _order, _variant in enumerate(VARIANTS):
+    registry.register_attack(registry.AttackSpec(
+        _variant, _SUMMARIES[_variant], trigger=_trigger(_variant), check=_check,
+        sections=("ciba",), amplified=False, roles=frozenset({"baseline", "bench"}),
+        order=10 + _order))

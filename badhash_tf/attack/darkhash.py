@@ -20,42 +20,26 @@ before the fine-tuning. Our choices where the paper leaves them open: BUILD_NOTE
 
 import dataclasses
 import functools
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import registry
 from badhash_tf.attack import ciba, triggers
+from badhash_tf.config import DarkHashConfig
 from badhash_tf.data import inputs
 from badhash_tf.eval import codes
+from badhash_tf.io_utils import save_npz
 from badhash_tf.models.hashing import HashingModel, make_backbone
-from badhash_tf.training import loop
+from badhash_tf.training import distribute, loop
+from badhash_tf.training.victim import train_and_evaluate
 
 # the surrogate dataset by default: another domain of the same image shape
 OTHER_DOMAIN = {"badhash_digits": "badhash_fashion_mnist",
                 "badhash_digit_mosaics": "badhash_fashion_mnist",
                 "badhash_fashion_mnist": "badhash_digits"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DarkHashConfig:
-    """surrogate "": OTHER_DOMAIN's dataset for the attacked one. frozen_layers < 0: the
-    shallow half of the backbone's layers with weights (the small CNN's first two conv
-    stages; measured on the digits: BUILD_NOTES.md). patch_size 0: image_size // 8."""
-    surrogate: str = ""
-    surrogate_split: str = "train"
-    frozen_layers: int = -1
-    steps: int = 300
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    backdoor_weight: float = 1.0
-    alignment_weight: float = 1.0
-    neighbours: int = 5
-    shadow_images: int = 5
-    patch_size: int = 0
-    patch_steps: int = 300
-    patch_learning_rate: float = 0.05
-    logit_scale: float = 0.1
 
 
 def weighted_layers(backbone):
@@ -203,22 +187,80 @@ def patch_trigger(patch):
 
 
 def fine_tune(config, hashing, image_size, victim, patch, target_code, surrogate_split,
-              surrogate_data_config, model_dir, strategy, seed=0, evaluate=None,
-              evaluate_every_epochs=0, train_steps=0):
+              surrogate_data_config, model_dir, strategy, train, evaluate=None,
+              evaluate_every_epochs=0):
     """Implants the backdoor into a copy of `victim` by fine-tuning on the surrogate split
-    in `model_dir` (resumable; `config.steps` steps, or `train_steps` > 0) -> (backdoored
-    HashingModel, loop.LoopResult). `evaluate(model)` -> {figure: float} runs every
+    in `model_dir` (resumable; `config.steps` steps, or --train_steps > 0; the loop cut and
+    seeded as the training flags `train` say) -> (backdoored HashingModel,
+    loop.LoopResult). `evaluate(model)` -> {figure: float} runs every
     `evaluate_every_epochs` surrogate epochs when given."""
     frozen = frozen_count(config, hashing.backbone, image_size)
     stage = DarkHashStage(config, hashing, image_size, victim, patch, target_code, frozen)
     make_dataset = lambda start: inputs.train_dataset(
-        surrogate_split, surrogate_data_config, config.batch_size, seed, start,
+        surrogate_split, surrogate_data_config, config.batch_size, train.seed, start,
         batch_flag="--darkhash_batch_size")
-    steps = train_steps or config.steps
+    steps = train.train_steps or config.steps
     every = (max(1, round(evaluate_every_epochs * surrogate_split.size / config.batch_size))
              if evaluate and evaluate_every_epochs > 0 else 0)
-    keras.utils.set_random_seed(seed)
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        model_dir, steps, evaluate_every=every),
-        evaluate=lambda step: evaluate(stage.model))
+    keras.utils.set_random_seed(train.seed)
+    result = loop.run_stage(stage, make_dataset, strategy,
+                            loop.LoopConfig.for_stage(train, model_dir, steps, every),
+                            evaluate=lambda step: evaluate(stage.model))
     return stage.model, result
+
+
+SECTION = registry.register_section(registry.Section(
+    "darkhash", DarkHashConfig, "darkhash_", "DarkHash (--baselines=darkhash)"))
+
+
+def _config(config):
+    return config.sections.get("darkhash") or DarkHashConfig()
+
+
+def _reads(config):
+    """The surrogate dataset's split DarkHash fine-tunes on (its identity is fingerprinted)."""
+    own = _config(config)
+    return {"darkhash_surrogate": (surrogate_data(own, config.data), own.surrogate_split,
+                                   "--darkhash_surrogate_split")}
+
+
+def implant(ctx):
+    """DarkHash on the seed's clean reference victim: the shadow code of a few target-class
+    queries, the patch optimised on the clean victim (kept in <cell>/trigger_patch.npz),
+    the victim fine-tuned on the surrogate data in <cell>/victim -> triggers.Implant."""
+    own, c, evaluation = ctx.section("darkhash"), ctx.config, ctx.setting.evaluation
+    data = surrogate_data(own, c.data)
+    split, _ = ctx.data.other(data, own.surrogate_split, "--darkhash_surrogate_split")
+    victim = ctx.setting.reference
+    target_code = shadow_code(victim, *ctx.data.arrays("--query_split"), ctx.target,
+                              own.shadow_images)
+    patch_file = ctx.path("trigger_patch.npz")
+    if os.path.exists(patch_file):  # made by an earlier run of this cell
+        with np.load(patch_file) as saved:
+            patch = saved["patch"]
+    else:
+        patch = optimise_trigger(own, victim, inputs.split_arrays(split)[0], target_code,
+                                 c.data.image_size, c.train.seed)
+        if distribute.is_chief(ctx.strategy):
+            save_npz(patch_file, patch=patch, target_code=target_code)
+    query = patch_trigger(patch)
+    triggered = triggers.apply(query, evaluation.queries[0])
+    trainer = lambda evaluate, every: fine_tune(
+        own, c.hashing, c.data.image_size, victim, patch, target_code, split, data,
+        ctx.path("victim"), ctx.strategy, c.train, evaluate, every)
+    model, metrics, codes_ = train_and_evaluate(
+        c.data, c.hashing, c.train, c.retrieval, ctx.path("victim"), ctx.strategy,
+        train_split=split, trainer=trainer, splits=ctx.data.splits,
+        backdoor=lambda model, database: {"t_map": evaluation.t_map_of(model, triggered,
+                                                                       database)})
+    return triggers.Implant(model, metrics, codes_, query, {
+        "surrogate_dataset": data.dataset,
+        "frozen_layers": frozen_count(own, c.hashing.backbone, c.data.image_size)})
+
+
+registry.register_attack(registry.AttackSpec(
+    "darkhash", "DarkHash (Zhou et al., 2025): a data-free backdoor fine-tuned into the "
+    "trained clean victim", implant=implant,
+    check=lambda c: check_config(_config(c), c.data, c.hashing), reads=_reads,
+    sections=("darkhash",), amplified=False, roles=frozenset({"baseline", "bench"}),
+    order=32))

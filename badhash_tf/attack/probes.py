@@ -1,70 +1,55 @@
-"""Trigger probes: every fixed trigger of `budgeted` (noise, tint, universal, PGD toward
-or away, SIG, Narcissus) under one PSNR budget, each poisoning the target class of a
-pipeline run's shared stages, to ask whether a victim can learn *any* clean-label trigger
-that invisible on a dataset, independently of how well the generator trains.
+"""The trigger probes: fixed clean-label triggers under a PSNR budget that ask whether a
+victim can learn *any* trigger that invisible, independently of how well the generator
+trains (probe_triggers; the PGD ones are frontier baselines too):
+
+- noise: a fixed random +-a pattern; tint: +a red, -a blue (a colour cast, absent from
+  grey-level data); universal: one perturbation optimised on the surrogate to pull
+  non-target training images to the target class's code; pgd_target / pgd_away: per-image
+  L2 PGD on the surrogate toward the target class's code / toward a random code (the
+  "confusing" push BadHash's LabCLN code makes).
 """
 
-import time
+import numpy as np
 
-from badhash_tf import io_utils
-from badhash_tf.attack import experiment, triggers
-from badhash_tf.attack.budgeted import make_probe
-from badhash_tf.attack.layout import RunLayout
-from badhash_tf.eval import codes
-from badhash_tf.eval.codes import code_alignment
-from badhash_tf.training import distribute
-
-COLUMNS = ("probe", "t_map", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
-           "clean_map", "psnr", "psnr_min", "ssim", "ssim_min", "linf_255", "surrogate_alignment")
+from badhash_tf.attack import budgeted
 
 
-def run_probes(config, names, psnr, output_dir, strategy, record=None):
-    """Per probe: poisons the target class, trains a victim on the poisoned split and
-    measures it with the pipeline's harness (surrogate and reference victim shared, and
-    reused from a pipeline run in `output_dir`). Writes probes.json and probes.md (chief)
-    -> the result dict. `record` (e.g. the flags) is stored as is."""
-    start, clock, layout = time.time(), experiment.StageClock(), RunLayout(output_dir)
-    experiment.check_stages(layout.root, experiment.stage_fingerprints(
-        config, layout, [f"probe_{name}" for name in names], extra={"probe.psnr": psnr}),
-        config, strategy)
-    setting = experiment.prepare(config, layout, strategy, clock)
-    images, labels = experiment.split_arrays(setting.train_split)
-    scale = config.gan.relaxed_logit_scale
-    class_code = codes.class_anchor(setting.surrogate, images, labels, setting.target)
-    queries = setting.evaluation.queries[0]
-    alignment = lambda x: float(code_alignment(setting.surrogate, x, class_code,
-                                               scale).numpy().mean())
-    rows = []
-    for name in names:
-        trigger = clock.run(f"{name}/trigger", make_probe, name, psnr, setting.surrogate,
-                            images, labels, setting.target, scale, config.train.seed)
-        figures, _ = clock.run(f"{name}/poison_and_victim", experiment.attack_variant,
-                               f"probe_{name}", config, trigger, setting, layout, strategy)
-        rows.append({"probe": name, **figures,
-                     "surrogate_alignment": alignment(triggers.apply(trigger, queries))})
-    result = {"psnr_budget": psnr, "target_label": setting.target,
-              "poison_count": setting.count,
-              "poison_rate": setting.count / (setting.train_split.size + setting.count),
-              "clean_map_reference": setting.reference_metrics["map_at_k"],
-              "t_map_untriggered_reference": setting.evaluation.untriggered_reference,
-              "surrogate_alignment_clean_queries": alignment(queries), "probes": rows,
-              "seconds": {**clock.seconds, "total": round(time.time() - start, 2)},
-              **(record or {})}
-    if distribute.is_chief(strategy):
-        io_utils.write_json(f"{output_dir}/probes.json", result)
-        io_utils.write_text(f"{output_dir}/probes.md", markdown(result))
-    return result
+def noise(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+    a, _ = budgeted.radius_of(images.shape[1:], psnr)
+    return budgeted.additive(np.random.default_rng(seed).choice([-a, a], images.shape[1:]))
 
 
-def markdown(result):
-    """probes.json -> probes.md: one row per probe."""
-    return "\n".join([
-        f"# Trigger probes at PSNR >= {result['psnr_budget']:g} dB", "",
-        f"Target label {result['target_label']}; {result['poison_count']} poisoned copies "
-        f"({100 * result['poison_rate']:.1f}%); reference victim MAP "
-        f"{result['clean_map_reference']:.4f}, its t-MAP on untriggered queries "
-        f"{result['t_map_untriggered_reference']:.4f}. `surrogate_alignment`: mean agreement "
-        f"of the surrogate's relaxed code of triggered queries with the target class's code "
-        f"(untriggered queries: {result['surrogate_alignment_clean_queries']:.4f}; 1 = all "
-        "bits).", "",
-        io_utils.markdown_table(result["probes"], COLUMNS)])
+def tint(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+    a, _ = budgeted.radius_of(images.shape[1:], psnr)
+    return budgeted.additive(np.broadcast_to(np.array([a, 0.0, -a], np.float32),
+                                             images.shape[1:]))
+
+
+def universal(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+    _, radius = budgeted.radius_of(images.shape[1:], psnr)
+    non_target = images[labels[:, target] == 0]
+    return budgeted.additive(budgeted.universal_perturbation(
+        surrogate, non_target, anchor, radius, logit_scale, steps, seed=seed))
+
+
+def pgd_target(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+    _, radius = budgeted.radius_of(images.shape[1:], psnr)
+    return budgeted.pgd_trigger(surrogate, anchor, radius, logit_scale)
+
+
+def pgd_away(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+    _, radius = budgeted.radius_of(images.shape[1:], psnr)
+    away = np.random.default_rng(seed).choice([-1.0, 1.0], surrogate.bits).astype(np.float32)
+    return budgeted.pgd_trigger(surrogate, away, radius, logit_scale)
+
+
+budgeted.register("noise", "a fixed random +-a pattern (probe)", noise,
+                  ("frontier", "probe"), 40, uses_anchor=False)
+budgeted.register("tint", "a colour cast: +a red, -a blue (probe)", tint, ("probe",), 41,
+                  uses_anchor=False)
+budgeted.register("universal", "one perturbation pulling non-target images to the target "
+                  "class's code (probe)", universal, ("probe",), 42)
+budgeted.register("pgd_target", "per-image PGD on the surrogate toward the target class's "
+                  "code (probe)", pgd_target, ("frontier", "probe"), 43)
+budgeted.register("pgd_away", "per-image PGD on the surrogate toward a random code "
+                  "(probe)", pgd_away, ("frontier", "probe"), 44, uses_anchor=False)

@@ -1,11 +1,45 @@
-"""Triggers: functions images [B, S, S, 3] in [0, 1] -> triggered images of the same shape.
+"""Triggers: functions images [B, S, S, 3] in [0, 1] -> triggered images of the same shape,
+and what an attack's factory returns (Trigger, Implant, or NoTrigger raised).
 
 BadHash's trigger is the conditioned generator; the BadNets-style baseline pastes a fixed
 visible patch. Triggered images are quantised to 8-bit levels, as an image file would be.
 """
 
+import dataclasses
+from typing import Callable, Optional
+
 import numpy as np
 import tensorflow as tf
+
+
+@dataclasses.dataclass
+class Trigger:
+    """A poisoning attack's triggers: `poison` for the copies; `query` for the queries when
+    they carry their own (e.g. CIBA's patch alone), else the poison trigger amplified by
+    --query_amplification; `extra` fields for the cell's record (e.g. the patch side)."""
+    poison: Callable
+    query: Optional[Callable] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+class NoTrigger(Exception):
+    """The attack cannot make a trigger for this cell (e.g. no patch meets the budget and
+    changes every copy); the cell is recorded as skipped with this reason and `extra`."""
+
+    def __init__(self, reason, extra=None):
+        super().__init__(reason)
+        self.extra = extra or {}
+
+
+@dataclasses.dataclass
+class Implant:
+    """A data-free attack's result: its backdoored victim (model, metrics, codes as
+    training/victim.py returns them), the trigger its queries carry, extra figures."""
+    model: object
+    metrics: dict
+    codes: dict
+    query: Callable
+    extra: dict = dataclasses.field(default_factory=dict)
 
 # Every trigger is a tf.function of this one signature, so it traces once whatever the
 # batch size (shape relaxation would trace twice, and a run with several variants then

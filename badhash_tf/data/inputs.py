@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from badhash_tf.config import DataConfig  # noqa: F401  (the section this module reads)
 from badhash_tf.data import digits  # noqa: F401  (registers the embedded builders)
 from badhash_tf.data import fashion_mnist, list_files, protocol
 
@@ -25,25 +26,14 @@ EMBEDDED = ("badhash_digits", "badhash_digit_mosaics", "badhash_fashion_mnist")
 LIST_PREFIX = "list:"
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Which dataset, where, at which size; protocol counts apply to catalog datasets only."""
-    dataset: str = "badhash_digits"
-    data_dir: Optional[str] = None
-    source_dir: str = ""  # badhash_fashion_mnist's IDX files; "" = Debian's package's place
-    image_size: int = 32
-    query_per_class: int = 100
-    train_per_class: int = 500
-    protocol_seed: int = 0
-    cache: str = "memory"  # "memory", "none", or a file path prefix for tf.data cache
-
-
 @dataclasses.dataclass
 class Split:
-    """A loaded split: `dataset` yields (image, label) unbatched, `size` items, `num_classes`."""
+    """A loaded split: `dataset` yields (image, label) unbatched, `size` items, `num_classes`;
+    `labels` [size, C] when the source knows them without decoding images (list files)."""
     dataset: tf.data.Dataset
     size: int
     num_classes: int
+    labels: Optional[np.ndarray] = None
 
 
 def load_split(config, split):
@@ -65,7 +55,8 @@ def _slice(loaded, part, spec):
     if stop <= start:
         raise ValueError(f"split {spec!r} is empty")
     ds = loaded.dataset.skip(start).take(stop - start)
-    return Split(ds, stop - start, loaded.num_classes)
+    labels = None if loaded.labels is None else loaded.labels[start:stop]
+    return Split(ds, stop - start, loaded.num_classes, labels)
 
 
 def _finish_image(image, image_size):
@@ -210,7 +201,8 @@ def _list_split(config, name):
         return tf.clip_by_value(image, 0.0, 1.0), label
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), labels.shape[1])
+    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE), len(paths), labels.shape[1],
+                 labels)
 
 
 def _cached(ds, cache):
@@ -239,6 +231,15 @@ def eval_dataset(split, batch_size=256, in_memory=False):
     evaluations). Never a file cache: splits would share one --cache file prefix."""
     ds = split.dataset.cache() if in_memory else split.dataset
     return ds.batch(batch_size).with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def split_arrays(split):
+    """A split -> (images [N, S, S, 3] float32, labels [N, C] float32), decoded in order."""
+    images, labels = [], []
+    for x, y in eval_dataset(split):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def _options():

@@ -1,2 +1,3 @@
-"""Defenses against backdoors in deep hashing: query-time transforms, training-set
-inspection, model repair and query-time detection, and the harness that runs them."""
+"""Defenses against backdoors in deep hashing, one file per kind, each registering its
+specs: query-time transforms, training-set inspection, model repair, query-time detection
+and model inspection (engine/defenses.py runs them as cells)."""

@@ -11,10 +11,17 @@ first label (single-label datasets: their label).
 """
 
 import math
+import os
 
 import numpy as np
+import tensorflow as tf
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
+
+from badhash_tf import registry
+from badhash_tf.attack import poison
+from badhash_tf.data import inputs
+from badhash_tf.training.victim import train_and_evaluate
 
 
 def groups(labels):
@@ -74,3 +81,38 @@ def detection_figures(scores, is_poison, removed):
     return {"auroc": float(roc_auc_score(is_poison, scores)),
             "recall": float(removed[is_poison].mean()), "removed": int(removed.sum()),
             "precision": float(is_poison[removed].mean()) if removed.any() else 0.0}
+
+
+def _defense(name):
+    """Scores the poisoned training split from the attacked victim's features, removes the
+    top --removal_fraction of each label, retrains a victim on the rest in `out`."""
+    def run(defender, out):
+        v, c = defender.variant, defender.config
+        copies = inputs.split_arrays(poison.load_poison_set(os.path.join(v.directory,
+                                                                         "poison")))
+        images = np.concatenate([defender.clean_train[0], copies[0]])
+        labels = np.concatenate([defender.clean_train[1], copies[1]])
+        is_poison = np.arange(len(images)) >= len(defender.clean_train[0])
+        features = v.victim.backbone.predict(images, batch_size=256, verbose=0)
+        scores = (SCORERS[name](features, labels, seed=c.seed) if name == "clustering"
+                  else SCORERS[name](features, labels))
+        removed = removal_mask(scores, labels, c.removal_fraction)
+        kept = ~removed
+        split = inputs.Split(tf.data.Dataset.from_tensor_slices((images[kept], labels[kept])),
+                             int(kept.sum()), labels.shape[1])
+        model, metrics, codes = train_and_evaluate(
+            v.data, v.hashing, v.train, defender.final_only(), out, defender.strategy,
+            train_split=split)
+        return {**detection_figures(scores, is_poison, removed),
+                "removal_fraction": c.removal_fraction,
+                "t_map": defender.t_map(model, v.triggered[0], codes["database"]),
+                "clean_map": metrics["map_at_k"]}
+    return run
+
+
+registry.register_defense(registry.DefenseSpec(
+    "spectral", "spectral signatures (Tran et al., 2018), then retraining", "inspection",
+    _defense("spectral"), fields=("removal_fraction",), needs_poisoned_set=True, order=10))
+registry.register_defense(registry.DefenseSpec(
+    "clustering", "activation clustering (Chen et al., 2019), then retraining", "inspection",
+    _defense("clustering"), fields=("removal_fraction",), needs_poisoned_set=True, order=11))

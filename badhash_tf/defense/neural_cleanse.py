@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf import registry
+
 MAD_CONSISTENCY = 1.4826  # MAD of a normal distribution -> its standard deviation
 
 
@@ -115,3 +117,19 @@ def neural_cleanse(model, images, labels, db_codes, db_labels, config, true_targ
                       if true_target in candidates else None,
                       flags_other=sorted(set(flagged) - {true_target}))
     return result, dict(zip(candidates, reversed_["masks"]))
+
+
+def run(defender, out):
+    """Neural Cleanse over the database's class anchors on the defender's clean subset:
+    which labels it flags, and the true target's anomaly index."""
+    del out  # (nothing is trained)
+    v, c = defender.variant, defender.config
+    config = CleanseConfig(steps=c.cleanse_steps, l1_weight=c.cleanse_l1_weight, seed=c.seed)
+    result, _ = neural_cleanse(v.victim, *defender.clean_subset, *v.database, config, v.target)
+    return {**result, "steps": c.cleanse_steps, "l1_weight": c.cleanse_l1_weight}
+
+
+registry.register_defense(registry.DefenseSpec(
+    "neural_cleanse", "Neural Cleanse (Wang et al., 2019) over the database's class anchors",
+    "detector", run, fields=("clean_fraction", "cleanse_steps", "cleanse_l1_weight"),
+    order=31))

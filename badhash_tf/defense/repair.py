@@ -3,8 +3,16 @@ fine-pruning (Liu et al., 2018): the least active channels of the backbone's las
 convolution on clean data are removed (their kernel, bias and following normalisation's
 scale and offset held at zero through the fine-tuning by Keras variable constraints)."""
 
+import dataclasses
+import os
+
 import keras
 import numpy as np
+import tensorflow as tf
+
+from badhash_tf import io_utils, registry
+from badhash_tf.data import inputs
+from badhash_tf.training.victim import train_and_evaluate
 
 
 def last_conv(backbone):
@@ -71,3 +79,43 @@ def initializer(weights_path, mask=None):
             apply_prune(model, mask)
 
     return initialize
+
+
+def _defense(name):
+    """Fine-tunes the attacked victim on the defender's clean subset in `out` (after
+    pruning the least active channels of its last conv for fine_pruning)."""
+    def run(defender, out):
+        v, c = defender.variant, defender.config
+        weights = os.path.join(out, "initial.weights.h5")
+        if not os.path.exists(weights):
+            with io_utils.atomic_path(weights, ".weights.h5") as tmp:
+                v.victim.save_weights(tmp)
+        mask, extra = None, {}
+        if name == "fine_pruning":
+            mask = prune_mask(channel_activity(v.victim, defender.clean_subset[0]),
+                              c.prune_fraction)
+            extra = {"prune_fraction": c.prune_fraction, "channels": len(mask),
+                     "pruned_channels": int((mask == 0).sum())}
+        subset = inputs.Split(tf.data.Dataset.from_tensor_slices(defender.clean_subset),
+                              len(defender.clean_subset[0]), defender.clean_subset[1].shape[1])
+        train = dataclasses.replace(v.train, epochs=c.finetune_epochs, train_steps=0,
+                                    global_batch_size=min(v.train.global_batch_size,
+                                                          subset.size))
+        model, metrics, codes = train_and_evaluate(
+            v.data, v.hashing, train, defender.final_only(), out, defender.strategy,
+            train_split=subset, initialize=initializer(weights, mask))
+        if mask is not None:
+            extra["pruned_after_finetune"] = pruned_channels(model)
+        return {"t_map": defender.t_map(model, v.triggered[0], codes["database"]),
+                "clean_map": metrics["map_at_k"], "clean_subset": subset.size,
+                "finetune_epochs": c.finetune_epochs, **extra}
+    return run
+
+
+registry.register_defense(registry.DefenseSpec(
+    "finetune", "fine-tuning the victim on a small clean subset", "repair",
+    _defense("finetune"), fields=("clean_fraction", "finetune_epochs"), order=20))
+registry.register_defense(registry.DefenseSpec(
+    "fine_pruning", "pruning the last conv's least active channels, then fine-tuning "
+    "(Liu et al., 2018)", "repair", _defense("fine_pruning"),
+    fields=("clean_fraction", "finetune_epochs", "prune_fraction"), order=21))

@@ -4,6 +4,9 @@ a clean query's changes. Score = mean over bits of |mean over blends of the blen
 bit| in [0, 1] (1: every blend gives the same code)."""
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from badhash_tf import registry
 
 
 def strip_scores(model, queries, clean_pool, blends=16, alpha=0.5, seed=0, batch_size=256):
@@ -17,3 +20,21 @@ def strip_scores(model, queries, clean_pool, blends=16, alpha=0.5, seed=0, batch
     u = model.predict(mixed.astype(np.float32), batch_size=batch_size, verbose=0)
     bits = np.where(u >= 0, 1.0, -1.0).reshape(len(queries), blends, -1)
     return np.abs(bits.mean(axis=1)).mean(axis=1)
+
+
+def run(defender, out):
+    """STRIP's detection AUROC of the triggered queries against the clean non-target ones."""
+    del out  # (nothing is trained)
+    v, c = defender.variant, defender.config
+    score = lambda images: strip_scores(v.victim, images, defender.clean_subset[0],
+                                        c.strip_blends, c.strip_alpha, c.seed)
+    triggered, clean = score(v.triggered[0]), score(defender.clean_non_target)
+    truth = np.r_[np.ones(len(triggered)), np.zeros(len(clean))]
+    return {"auroc": float(roc_auc_score(truth, np.r_[triggered, clean])),
+            "score_triggered": float(triggered.mean()), "score_clean": float(clean.mean()),
+            "blends": c.strip_blends, "alpha": c.strip_alpha}
+
+
+registry.register_defense(registry.DefenseSpec(
+    "strip", "STRIP (Gao et al., 2019): how stable a query's code stays under blending",
+    "detector", run, fields=("clean_fraction", "strip_blends", "strip_alpha"), order=30))

@@ -5,6 +5,8 @@ import math
 
 import tensorflow as tf
 
+from badhash_tf import registry
+
 
 def jpeg(images, quality):
     """JPEG re-encoding at `quality` (1-100)."""
@@ -51,3 +53,26 @@ def apply(name, images, strength, batch_size=256):
     fn = TRANSFORMS[name]
     return tf.concat([fn(images[i:i + batch_size], strength)
                       for i in range(0, len(images), batch_size)], 0).numpy()
+
+
+def _defense(name, field):
+    """Every query (triggered and clean) transformed by `name` at the strength
+    DefenseConfig.`field` before the attacked victim hashes it."""
+    def run(defender, out):
+        del out  # (nothing is trained)
+        v, strength = defender.variant, getattr(defender.config, field)
+        triggered = apply(name, v.triggered[0], strength)
+        clean = apply(name, defender.queries[0], strength)
+        return {"t_map": defender.t_map(v.victim, triggered),
+                "clean_map": defender.clean_map(v.victim, clean), "strength": strength}
+    return run
+
+
+for _order, (_name, _field, _summary) in enumerate((
+        ("jpeg", "jpeg_quality", "JPEG re-encoding of every query"),
+        ("blur", "blur_sigma", "Gaussian blur of every query"),
+        ("resize", "resize_factor", "every query shrunk, then enlarged back"),
+        ("bit_depth", "bit_depth", "every query's bits per channel reduced"))):
+    registry.register_defense(registry.DefenseSpec(
+        _name, _summary, "transform", _defense(_name, _field), fields=(_field,),
+        order=_order))

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import io_utils
-from badhash_tf.attack.layout import RunLayout
+from badhash_tf.engine.layout import RunLayout
 from badhash_tf.models.generator import Generator
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.models.labcln import LabCLN

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf.config import HASH_TERMS
 from badhash_tf.data import inputs
 from badhash_tf.losses import gan as losses
 from badhash_tf.models.discriminator import Discriminator
@@ -15,39 +16,6 @@ from badhash_tf.models.generator import Generator
 from badhash_tf.training import loop, optimizers
 
 
-@dataclasses.dataclass(frozen=True)
-class GANConfig:
-    """Generator/discriminator settings. The paper: 224x224, base width 64, 3+3 residual
-    blocks, 5 discriminator layers, rec 200, hash 10 (ResNet50; 5 for VGG11), adv 1, D every
-    3rd step, Adam 1e-4 (0.5, 0.999), 100 epochs (50 constant + 50 decaying), batch 64."""
-    base_width: int = 64
-    residual_blocks: int = 3
-    label_width: int = 128
-    disc_width: int = 64
-    disc_layers: int = 5
-    rec_weight: float = 200.0
-    hash_weight: float = 10.0  # the release's ResNet50 line (5 for VGG11)
-    adv_weight: float = 1.0
-    disc_every: int = 3
-    learning_rate: float = 1e-4
-    epochs: float = 100.0
-    batch_size: int = 64  # the release's GAN batch (victims: 128); 0 = --global_batch_size
-    # What the hash term compares with the target code: "logits", the surrogate's raw hash
-    # logits z as the release does (unbounded, a constant gradient per bit); "relaxed",
-    # tanh(relaxed_logit_scale * z) (DHTA-style, bounded; not the paper's).
-    hash_term: str = "logits"
-    relaxed_logit_scale: float = 0.1
-    # > 0: every poisoned image meets this PSNR (dB), projected inside the generator, so a
-    # large hash weight cannot make the trigger visible; 0: the paper's unconstrained one.
-    psnr_budget: float = 0.0
-    # The code the hash term pulls toward: "labcln", LabCLN's code of the target label (the
-    # paper); "class_anchor", the surrogate's own code of the target class (the sign of its
-    # mean output over the target-class training images; not the paper's).
-    target_code: str = "labcln"
-
-
-HASH_TERMS = ("logits", "relaxed")
-TARGET_CODES = ("labcln", "class_anchor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +153,6 @@ def train_generator(train_split, data_config, config, condition, surrogate_build
     make_dataset = lambda start: inputs.train_dataset(  # a step reads disc_every batches
         train_split, data_config, batch, train_config.seed, start * config.disc_every,
         batch_flag="--gan_batch_size" if config.batch_size else "--global_batch_size")
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        model_dir, steps, train_config.steps_per_loop, jit_compile=train_config.jit_compile))
+    result = loop.run_stage(stage, make_dataset, strategy,
+                            loop.LoopConfig.for_stage(train_config, model_dir, steps))
     return stage.generator, result

@@ -1,36 +1,15 @@
 """Training a deep-hashing model (victim or surrogate) with the shared loop."""
 
-import dataclasses
-from typing import Optional
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf.config import METHODS
 from badhash_tf.data import inputs
 from badhash_tf.losses import hashing as losses
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training import distribute, loop, optimizers
 
-METHODS = ("hashnet", "csq", "dpsh")
-
-
-@dataclasses.dataclass(frozen=True)
-class HashingConfig:
-    """The hashing model and its loss. Paper: RMSprop lr 1e-5, wd 1e-5, pretrained backbone;
-    the embedded preset trains a small CNN from scratch with Adam 1e-3."""
-    method: str = "hashnet"
-    backbone: str = "small_cnn"
-    bits: int = 32
-    backbone_weights: Optional[str] = None
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0  # coupled L2, torch's `weight_decay` (the release: 1e-5)
-    hashnet_alpha: float = 0.1
-    dpsh_quantization: float = 0.1
-    csq_quantization: float = 1e-4
-    hashnet_step_continuation: int = 20  # epochs per HashNet continuation step
-    center_seed: int = 0
 
 
 class HashingStage(loop.Stage):
@@ -109,8 +88,7 @@ def train_hashing_model(train_split, data_config, config, train_config, model_di
         every = max(1, round(evaluate_every_epochs * train_split.size /
                              train_config.global_batch_size))
     keras.utils.set_random_seed(train_config.seed)
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        model_dir, train_config.steps_for(train_split.size), train_config.steps_per_loop,
-        jit_compile=train_config.jit_compile, evaluate_every=every),
+    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig.for_stage(
+        train_config, model_dir, train_config.steps_for(train_split.size), every),
         evaluate=lambda step: evaluate(stage.model))
     return stage.model, result

@@ -1,8 +1,6 @@
 """Training LabCLN with the shared loop: NT-Xent between a label-smoothed view and the plain
 label over batches of distinct label vectors, with its label and hash heads."""
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -15,18 +13,6 @@ from badhash_tf.training import distribute, loop, optimizers
 def _replica_offset(local_batch):
     ctx = tf.distribute.get_replica_context()
     return tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
-
-
-@dataclasses.dataclass(frozen=True)
-class LabCLNConfig:
-    """LabCLN's settings (the release: Adam 1e-4, 1000 steps of 128, lr x0.1 at 50%/75%)."""
-    hidden: int = 4096
-    feature_dim: int = 512
-    smoothing: float = 0.2
-    temperature: float = 0.5
-    learning_rate: float = 1e-4
-    steps: int = 1000
-    batch_size: int = 128
 
 
 class LabCLNStage(loop.Stage):
@@ -101,6 +87,6 @@ def train_labcln(label_rows, bits, config, train_config, model_dir, strategy):
     keras.utils.set_random_seed(train_config.seed)
     make_dataset = lambda start: distinct_label_dataset(
         label_rows, batch, train_config.seed).skip(start)
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        model_dir, steps, train_config.steps_per_loop))
+    result = loop.run_stage(stage, make_dataset, strategy,
+                            loop.LoopConfig.for_stage(train_config, model_dir, steps))
     return stage.model, result

@@ -77,26 +77,6 @@ class Stage(abc.ABC):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Flags every training program shares (see cli_flags.py)."""
-    seed: int = 0
-    train_steps: int = 0  # > 0 overrides epochs
-    epochs: float = 1.0
-    global_batch_size: int = 64
-    steps_per_loop: int = 50
-    strategy: str = "default"
-    logical_cpus: int = 0
-    jit_compile: bool = False
-    overwrite: bool = False  # start afresh stages recorded with other flags (moved aside)
-
-    def steps_for(self, num_examples):
-        """Training steps for a split of `num_examples` items."""
-        if self.train_steps > 0:
-            return self.train_steps
-        return max(1, math.ceil(self.epochs * num_examples / self.global_batch_size))
-
-
-@dataclasses.dataclass(frozen=True)
 class LoopConfig:
     """Where checkpoints go and how long to train; `evaluate_every` > 0: steps between
     calls of run_stage's `evaluate` (loops end on those steps)."""
@@ -106,6 +86,13 @@ class LoopConfig:
     keep_checkpoints: int = 3
     jit_compile: bool = False
     evaluate_every: int = 0
+
+    @classmethod
+    def for_stage(cls, train, model_dir, train_steps, evaluate_every=0):
+        """The one loop configuration of every stage: `train_steps` steps into `model_dir`,
+        cut and compiled as the training flags (`train`, a TrainConfig) say."""
+        return cls(model_dir, train_steps, train.steps_per_loop,
+                   jit_compile=train.jit_compile, evaluate_every=evaluate_every)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import io_utils
+from badhash_tf.config import AUGMENTS
 from badhash_tf.data import inputs
 from badhash_tf.losses import classification as losses
 from badhash_tf.models.classifier import BackboneClassifier
@@ -23,25 +24,6 @@ from badhash_tf.training import distribute, loop, optimizers
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 PRETRAIN_JSON = "pretrain.json"
 PRETRAIN_MD = "pretrain.md"
-AUGMENTS = ("none", "translate", "translate_flip")
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """The classifier's backbone and optimiser, which split of the pool it learns from,
-    how many of its items are held out for the top-1 figure, and the augmentation:
-    `translate` shifts each image by up to `shift` pixels (reflect padding), `_flip` also
-    mirrors half of them left-right (not for digits, whose mirror images are other
-    shapes)."""
-    backbone: str = "small_cnn"
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    pool_split: str = "database"
-    heldout: int = 1000
-    heldout_seed: int = 0
-    augment: str = "translate_flip"
-    shift: int = 2
 
 
 def augment(images, seed, shift, flip):
@@ -136,12 +118,14 @@ def top1_accuracy(model, split):
     return float(np.concatenate(correct).mean())
 
 
-def pretrain_backbone(data_config, config, train_config, output_dir, strategy, record=None):
+def pretrain_backbone(data_config, config, train_config, output_dir, strategy, record=None,
+                      pool=None):
     """Trains (or resumes) the classifier on the pool `data_config.dataset`'s
     `config.pool_split` less `config.heldout` items, measures top-1 on those, and writes
     backbone.weights.h5, pretrain.json and pretrain.md into `output_dir` (chief) -> the
-    pretrain.json dict. `record` (e.g. the command line's flags) is stored in it as is."""
-    pool = inputs.check_splits(data_config, {"--pool_split": config.pool_split})[
+    pretrain.json dict. `record` (e.g. the command line's flags) is stored in it as is;
+    `pool`: the pool's Split, when loaded already."""
+    pool = pool or inputs.check_splits(data_config, {"--pool_split": config.pool_split})[
         "--pool_split"]
     train_split, heldout = split_heldout(pool, config.heldout, config.heldout_seed)
     stage = ClassifierStage(config, pool.num_classes, data_config.image_size,
@@ -151,9 +135,8 @@ def pretrain_backbone(data_config, config, train_config, output_dir, strategy, r
     heldout_data = inputs.Split(heldout.dataset.cache(), heldout.size, heldout.num_classes)
     epoch_steps = max(1, round(train_split.size / train_config.global_batch_size))
     keras.utils.set_random_seed(train_config.seed)
-    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig(
-        output_dir, train_config.steps_for(train_split.size), train_config.steps_per_loop,
-        jit_compile=train_config.jit_compile, evaluate_every=epoch_steps),
+    result = loop.run_stage(stage, make_dataset, strategy, loop.LoopConfig.for_stage(
+        train_config, output_dir, train_config.steps_for(train_split.size), epoch_steps),
         evaluate=lambda step: {"heldout_top1": top1_accuracy(stage.model, heldout_data)})
     model = stage.model
     top1 = top1_accuracy(model, heldout_data)

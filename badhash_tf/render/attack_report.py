@@ -1,5 +1,8 @@
-"""What a run leaves for people: report.json, report.md, samples.png, hash_space.png, and
-the multi-seed summary (summary.json, summary.md)."""
+"""What an attack run leaves for people, drawn from what its cells recorded: report.md,
+samples.png, hash_space.png beside report.json, and the multi-seed summary (summary.json,
+summary.md: means with 95% intervals over the seeds)."""
+
+import os
 
 import matplotlib
 
@@ -7,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from badhash_tf import io_utils  # noqa: E402
-from badhash_tf.attack.layout import BASELINE_VARIANT  # noqa: E402
+from badhash_tf import io_utils, stats  # noqa: E402
+from badhash_tf.engine.layout import BADHASH, HASH_SPACE, SAMPLES  # noqa: E402
 from badhash_tf.eval import backdoor  # noqa: E402
 
 COLUMNS = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain",
@@ -23,7 +26,7 @@ SEED_COLUMNS = ("seed", "target_label", "poison_rate", "t_map", "t_map_best",
 
 def rows(result):
     """report.json -> one table row per variant (BadHash first, then the baselines)."""
-    return [{"variant": "badhash", **result}] + [
+    return [{"variant": BADHASH, **result}] + [
         {"variant": name, **figures} for name, figures in result["baselines"].items()]
 
 
@@ -51,7 +54,8 @@ def markdown(result):
         "`query_psnr`: the triggered queries against theirs (the trigger's perturbation "
         f"x {result.get('query_amplification', 1.0):g} on the query side).", "",
         _verdict(result), "",
-        "Seconds per stage: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()),
+        "Seconds per stage (when it ran): " + ", ".join(
+            f"{k} {v}" for k, v in result["seconds"].items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -68,11 +72,12 @@ def _verdict(result):
 
 
 def _ranking(result):
-    if not result["baselines"]:
+    scored = {n: f for n, f in result["baselines"].items() if "t_map" in f}
+    if not scored:
         return "No baselines were run."
     texts = []
     for figure, what in (("t_map", "t-MAP"), ("backdoor_gain", "backdoor gain")):
-        beaten = [n for n, f in result["baselines"].items() if f[figure] >= result[figure]]
+        beaten = [n for n, f in scored.items() if f[figure] >= result[figure]]
         texts.append(f"BadHash's {what} is above every baseline's." if not beaten else
                      f"BadHash's {what} is NOT above every baseline: " + ", ".join(
                          f"{n} reaches {result['baselines'][n][figure]:.4f} at PSNR "
@@ -82,11 +87,11 @@ def _ranking(result):
 
 def samples_png(path, samples):
     """Originals, then per variant its poisoned copies and (BadHash) the difference x10."""
-    originals = samples["badhash"][0]
+    originals = samples[BADHASH][0]
     grid = [("original", originals)]
     for name, (_, poisoned) in samples.items():
         grid.append((name, poisoned))
-        if name == "badhash":
+        if name == BADHASH:
             grid.append(("difference x10", np.clip(0.5 + 10 * (poisoned - originals), 0, 1)))
     cols = len(originals)
     fig, axes = plt.subplots(len(grid), cols, figsize=(1.2 * cols + 1.5, 1.25 * len(grid)),
@@ -140,39 +145,74 @@ def hash_space_png(path, space, target):
     _save_png(fig, path)
 
 
-def write_all(layout, result, artifacts):
-    """report.json, report.md, samples.png, hash_space.png into the run directory `layout`
-    (a RunLayout)."""
-    io_utils.write_json(layout.report_json, result)
+def write_all(layout, result):
+    """report.md, samples.png, hash_space.png into the run directory `layout` (a
+    engine.layout.RunLayout) beside its report.json `result`, from what each attack's
+    cell recorded (its samples and hash-space codes)."""
     io_utils.write_text(layout.report_md, markdown(result))
-    samples_png(layout.samples_png, {n: a["samples"] for n, a in artifacts.items()})
-    hash_space_png(layout.hash_space_png, artifacts[BASELINE_VARIANT]["space"],
-                   result["target_label"])
+    samples = {}
+    for name in (BADHASH,) + tuple(result["baselines"]):
+        path = layout.variant_file(name, SAMPLES)
+        if os.path.exists(path):
+            with np.load(path) as saved:
+                samples[name] = (saved["originals"], saved["poisoned"])
+    samples_png(layout.samples_png, samples)
+    with np.load(layout.variant_file(BADHASH, HASH_SPACE)) as space:
+        hash_space_png(layout.hash_space_png, dict(space), result["target_label"])
+
+
+KEYS = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
+        "clean_map", "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim",
+        "ssim_min", "linf_255", "poison_rate")
+BASELINE_KEYS = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "clean_map",
+                 "psnr", "psnr_min", "ssim", "ssim_min")
+
+
+def _aggregate(values):
+    """Values over seeds -> (mean, its 95% interval's half-width or None, n)."""
+    found = stats.interval(values)
+    return found["mean"], found["half_width"], found["n"]
 
 
 def summary(results):
-    """Reports of several seeds -> {per_seed: [...], mean: {...}, baselines_mean: {...}}."""
-    keys = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
-            "clean_map",
-            "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim", "ssim_min",
-            "linf_255", "poison_rate")
-    per_seed = [{k: r[k] for k in ("seed", "target_label") + keys} for r in results]
-    mean = {k: float(np.mean([r[k] for r in results])) for k in keys}
-    baselines = {name: {k: float(np.mean([r["baselines"][name][k] for r in results]))
-                        for k in ("t_map", "t_map_best", "t_map_clean_victim",
-                                  "backdoor_gain", "clean_map", "psnr", "psnr_min", "ssim",
-                                  "ssim_min")}
-                 for name in results[0]["baselines"]}
-    return {"per_seed": per_seed, "mean": mean, "baselines_mean": baselines}
+    """Reports of several seeds -> {per_seed: [...], mean: {...}, interval: {key:
+    half-width}, n, baselines_mean, baselines_interval, interval_method}."""
+    per_seed = [{k: r[k] for k in ("seed", "target_label") + KEYS} for r in results]
+    mean, half = {}, {}
+    for k in KEYS:
+        mean[k], half[k], _ = _aggregate([r[k] for r in results])
+    baselines, baselines_half = {}, {}
+    for name in results[0]["baselines"]:
+        scored = [r["baselines"][name] for r in results if "t_map" in r["baselines"][name]]
+        if not scored:
+            continue
+        baselines[name], baselines_half[name] = {}, {}
+        for k in BASELINE_KEYS:
+            baselines[name][k], baselines_half[name][k], _ = _aggregate(
+                [f[k] for f in scored])
+    return {"per_seed": per_seed, "mean": mean, "interval": half, "n": len(results),
+            "baselines_mean": baselines, "baselines_interval": baselines_half,
+            "interval_method": f"95% interval, {stats.METHOD}"}
 
 
 def summary_markdown(data):
     table = io_utils.markdown_table(data["per_seed"] + [{"seed": "mean", **data["mean"]}],
                                     SEED_COLUMNS)
+    half = data.get("interval", {})
+    spread = ", ".join(f"{k} {stats.format_interval(data['mean'][k], half.get(k))}"
+                       for k in ("t_map", "backdoor_gain", "clean_map", "psnr"))
+    columns = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain",
+               "clean_map", "psnr", "psnr_min", "ssim", "ssim_min")
     base = io_utils.markdown_table(
-        [{"variant": "badhash", **data["mean"]}] +
-        [{"variant": n, **f} for n, f in data["baselines_mean"].items()],
-        ("variant", "t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "clean_map",
-         "psnr",
-         "psnr_min", "ssim", "ssim_min"))
-    return f"# BadHash over {len(data['per_seed'])} seeds\n\n{table}\n## Mean by variant\n\n{base}"
+        [{"variant": BADHASH, **_with_intervals(data["mean"], half)}] +
+        [{"variant": n, **_with_intervals(f, data.get("baselines_interval", {}).get(n, {}))}
+         for n, f in data["baselines_mean"].items()], columns)
+    return (f"# BadHash over {len(data['per_seed'])} seeds\n\n{table}\nMean ± "
+            f"{data.get('interval_method', '')} (n = {len(data['per_seed'])}): {spread}.\n\n"
+            f"## Mean by variant (± its interval)\n\n{base}")
+
+
+def _with_intervals(means, halves):
+    """{key: mean} -> {key: "mean ± half-width"} (the mean alone with one seed)."""
+    return {k: stats.format_interval(v, halves.get(k), 4) if isinstance(v, float) else v
+            for k, v in means.items()}

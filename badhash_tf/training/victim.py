@@ -4,26 +4,22 @@ victim, t-MAP) every few epochs and at the end, and write metrics.json, metrics.
 codes.npz and backbone.weights.h5."""
 
 import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
 
 from badhash_tf import io_utils
 from badhash_tf.data import inputs
 from badhash_tf.eval import retrieval
 from badhash_tf.eval.codes import encode
-from badhash_tf.training import distribute, hashing
+from badhash_tf.models.hashing import HashingModel
+from badhash_tf.training import distribute, hashing, loop
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # written beside metrics.json
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrievalConfig:
-    """Which splits are queried and ranked, the k of the top-k figures, and how often (in
-    epochs) a victim is evaluated during training for the best-so-far figures."""
-    train_split: str = "train"
-    query_split: str = "query"
-    database_split: str = "database"
-    map_top_k: int = 1000
-    precision_k: int = 100
-    eval_every_epochs: int = 5
+METRICS = "metrics.json"
+CODES = "codes.npz"
 
 
 def best_of(evaluations, final):
@@ -37,7 +33,7 @@ def best_of(evaluations, final):
 
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
                        strategy, train_split=None, record=None, backdoor=None,
-                       initialize=None, trainer=None):
+                       initialize=None, trainer=None, splits=None):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
     metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
     dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
@@ -48,9 +44,10 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
     `initialize(model)` sets the weights it starts from (fine-tuning; see hashing.py).
     `trainer(evaluate, evaluate_every_epochs)` -> (model, loop.LoopResult), when given,
     trains in place of the hashing loss (DarkHash's fine-tuning), checkpointing in
-    `output_dir` under the name "model"."""
+    `output_dir` under the name "model". `splits` {flag: Split}: the run's loaded splits
+    (engine/plan.py's DataView), else loaded and checked here."""
     r = retrieval_config
-    splits = inputs.check_splits(data_config, {  # every split read, checked before training
+    splits = splits or inputs.check_splits(data_config, {  # every split read, checked first
         "--query_split": r.query_split, "--database_split": r.database_split,
         **({} if train_split else {"--train_split": r.train_split})})
     train_split = train_split or splits["--train_split"]
@@ -94,9 +91,9 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
         with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
             model.backbone.save_weights(tmp)  # reusable as --backbone_weights (pretraining)
         query, database = codes["query"], codes["database"]
-        io_utils.save_npz(f"{output_dir}/codes.npz", query_codes=query[0], query_labels=query[1],
+        io_utils.save_npz(f"{output_dir}/{CODES}", query_codes=query[0], query_labels=query[1],
                           db_codes=database[0], db_labels=database[1])
-        io_utils.write_json(f"{output_dir}/metrics.json", metrics)
+        io_utils.write_json(f"{output_dir}/{METRICS}", metrics)
         io_utils.write_text(f"{output_dir}/metrics.md", io_utils.markdown_table(
             [{"method": config.method, "bits": config.bits, "backbone": config.backbone,
               **{k: metrics[k] for k in ("map", "map_at_k", "map_best", "k",
@@ -104,4 +101,18 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
               "seconds": round(metrics["seconds"], 1)}],
             ["method", "bits", "backbone", "map", "map_at_k", "map_best", "k",
              "precision_at_k", "seconds"]))
+    return model, metrics, codes
+
+
+def load_finished(directory, config, image_size):
+    """A victim finished earlier in `directory` (its checkpoint, metrics.json, codes.npz)
+    -> (model, metrics, codes) as train_and_evaluate returned them, without training or
+    encoding again (and without rewriting its files)."""
+    model = HashingModel(config.bits, config.backbone, image_size, config.backbone_weights)
+    loop.restore_latest_intact(tf.train.Checkpoint(model=model), directory)
+    with open(os.path.join(directory, METRICS), encoding="utf-8") as f:
+        metrics = json.load(f)
+    with np.load(os.path.join(directory, CODES)) as saved:
+        codes = {"query": (saved["query_codes"], saved["query_labels"]),
+                 "database": (saved["db_codes"], saved["db_labels"])}
     return model, metrics, codes

@@ -1,0 +1,1 @@
+"""Grids of attack and defense cells: the stealth-strength frontier and the bench."""

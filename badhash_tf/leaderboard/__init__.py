@@ -1,2 +1,0 @@
-"""The bench layer: runs every attack (attack/) and every defense (defense/) and gathers
-one leaderboard."""
