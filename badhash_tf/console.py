@@ -9,6 +9,8 @@ import sys
 
 from absl import app, logging
 
+from badhash_tf import io_utils
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -37,4 +39,24 @@ def run_program(main, doc, module_name, flags_parser=None):
     sys.modules["__main__"].__doc__ = doc
     if module_name != "__main__":  # a console script: absl keyed the flags by module name
         sys.argv[0] = module_name
-    app.run(main, **({"flags_parser": flags_parser} if flags_parser else {}))
+    app.run(interruptible(main), **({"flags_parser": flags_parser} if flags_parser else {}))
+
+
+INTERRUPTED = ("interrupted: finished stages and each stage's last checkpoint are kept; "
+               "the same command resumes from them")
+
+
+def interruptible(main):
+    """`main` ending on Ctrl-C (SIGINT) with one line instead of a traceback (exit status
+    130, as a shell's), and on a run's file that does not read back with the line naming it
+    and what to do (status 1); the run-directory lock is released on the way out."""
+    def run(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            logging.error(INTERRUPTED)
+            sys.exit(130)
+        except io_utils.BrokenFileError as e:
+            logging.error("%s", e)
+            sys.exit(1)
+    return run

@@ -10,7 +10,7 @@ import time
 from absl import app, flags, logging
 
 from badhash_tf import console
-
+from badhash_tf.cli import startup
 from badhash_tf.serving import export
 
 flags.DEFINE_string("run_dir", None, "A finished pipeline run (has report.json).")
@@ -29,8 +29,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     tick = time.time()
-    paths = export.export_run(FLAGS.run_dir, FLAGS.export_base, FLAGS.encoder,
-                              FLAGS.config_base_path)
+    with startup.usage_errors():  # a run that is not a finished pipeline run: one line
+        paths = export.export_run(FLAGS.run_dir, FLAGS.export_base, FLAGS.encoder,
+                                  FLAGS.config_base_path)
     for name, path in paths.items():
         logging.info("exported %s -> %s", name, path)
     logging.info("export took %.1f s", time.time() - tick)

@@ -133,14 +133,19 @@ def run_dir_lock(directory, enabled=True, log=None, name=LOCK_FILE, disposable=(
         os.close(fd)  # (releases the lock)
 
 
+class BrokenFileError(ValueError):
+    """A file a run wrote that does not read back (truncated, corrupt): the message names
+    it and what to do; the programs print it as one line (console.run_program)."""
+
+
 def read_json(path):
-    """A JSON file -> its value. Raises ValueError naming the file when it does not read
-    back (e.g. truncated)."""
+    """A JSON file -> its value. Raises BrokenFileError naming the file when it does not
+    read back (e.g. truncated)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} does not read back ({type(e).__name__}: {str(e)[:120]})") \
+        raise BrokenFileError(f"{path} does not read back ({type(e).__name__}: {str(e)[:120]})") \
             from None
 
 

@@ -13,7 +13,7 @@ from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, RetrievalConfig, TrainConfig
 from badhash_tf.console import run_program
 from badhash_tf.engine import cells
-from badhash_tf.engine.plan import DataView, SPLIT_FLAGS
+from badhash_tf.engine.plan import DataView, SPLIT_FLAGS, check_batch
 from badhash_tf.engine.stages import Runner
 from badhash_tf.training import distribute
 from badhash_tf.training.victim import METRICS, train_and_evaluate
@@ -39,6 +39,7 @@ def main(argv):
         hashing = configs.hashing_config(FLAGS, configs.resolve_backbones(FLAGS))
         with startup.usage_errors():  # every split read, then the stage's record
             view = DataView(data, retrieval)
+            check_batch("--global_batch_size", train.global_batch_size, view.train, retrieval)
             fingerprint = fingerprints.flatten(data=data, hashing=hashing, train=train,
                                                retrieval=retrieval)
             for flag in SPLIT_FLAGS:

@@ -103,10 +103,19 @@ def tiny_command(data_dir, out, *extra, program="badhash_tf.pipeline"):
             f"--data_dir={data_dir}", f"--output_dir={out}", *TINY, *extra]
 
 
+# the longest tests that do not wait for the tiny run (30-70 s each on 2 cores), started
+# first so that no worker is left with one of them at the end while the other idles
+LONG = ("test_neural_cleanse_flags_a_planted_target", "test_killed_worker_job_resumes",
+        "test_shards_then_a_gathering_run", "test_train_victim_rerun_with_other_flags",
+        "test_two_workers_match_one_process")
+
+
 def pytest_collection_modifyitems(items):
-    """The tests of the session's tiny run last (stable otherwise, the same order in every
-    worker): the run is made in the background meanwhile (start_tiny_run)."""
-    items.sort(key=lambda item: "tiny_run" in getattr(item, "fixturenames", ()))
+    """The longest tests first, the tests of the session's tiny run last (stable otherwise,
+    the same order in every worker): the run is made in the background meanwhile
+    (start_tiny_run)."""
+    items.sort(key=lambda item: ("tiny_run" in getattr(item, "fixturenames", ()),
+                                 not item.name.startswith(LONG)))
 
 
 @pytest.fixture(scope="session", autouse=True)

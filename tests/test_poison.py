@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from badhash_tf import io_utils
 from badhash_tf.attack import poison, triggers
 from badhash_tf.data import inputs
 from badhash_tf.eval import stealth
@@ -148,3 +149,22 @@ def test_query_amplification_scales_the_perturbation():
     assert out[1].max() == 1.0  # clipped
     with pytest.raises(ValueError, match="--query_amplification=0"):
         triggers.amplified(base, 0)
+
+
+def test_a_truncated_or_short_poisoned_set_is_named_with_what_to_do(train, tmp_path):
+    images, labels, positions = poison.target_class_images(train, 3, limit=5)
+    out = tmp_path / "patch" / "poison"
+    out.parent.mkdir()
+    poison.write_poison_set(str(out), images, labels, positions, {})
+    assert poison.load_poison_set(str(out)).size == len(images)
+    records = out / poison.RECORDS
+    whole = records.read_bytes()
+    records.write_bytes(whole[: len(whole) - 20])  # a copy cut short
+    with pytest.raises(io_utils.BrokenFileError,
+                       match=rf"{records} does not read back \(DataLossError.*mv "
+                             rf"{out.parent} {out.parent}.broken"):
+        poison.load_poison_set(str(out))
+    records.write_bytes(b"")  # an emptied file reads back, as no copies at all
+    with pytest.raises(io_utils.BrokenFileError, match="holds 0 poisoned copies, its "
+                                                       "poison.json says 5"):
+        poison.load_poison_set(str(out))

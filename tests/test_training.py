@@ -139,6 +139,7 @@ BAD_VICTIM_FLAGS = [  # (arguments, what the message must name); the replicas ca
     (["--bits=0"], "--bits=0"), (["--map_top_k=0"], "--map_top_k=0"),
     (["--global_batch_size=0"], "--global_batch_size=0"), (["--epochs=0"], "--epochs"),
     (["--image_size=8"], "--image_size=8"),
+    (["--bits=100000"], "--bits: at most 4096 (the paper's codes are 16 to 64 bits"),
     (["--global_batch_size=15", "--strategy=mirrored", "--logical_cpus=2"],
      "--global_batch_size=15 does not split over the 2 replicas")]
 

@@ -102,8 +102,24 @@ def load_poison_set(directory):
         image = tf.reshape(tf.image.convert_image_dtype(image, tf.float32), shape)
         return image, item["label"]
 
-    ds = tf.data.TFRecordDataset(os.path.join(directory, RECORDS)).map(decode)
-    return Split(ds, meta["count"], num_classes)
+    path = os.path.join(directory, RECORDS)
+    _check_records(path, meta["count"], directory)
+    return Split(tf.data.TFRecordDataset(path).map(decode), meta["count"], num_classes)
+
+
+def _check_records(path, count, directory):
+    """Reads the records once (their checksums included), so a truncated or corrupt file
+    is named here and not deep inside a victim's training. Raises BrokenFileError."""
+    todo = (f"move the attack's directory aside (mv {os.path.dirname(directory)} "
+            f"{os.path.dirname(directory)}.broken) and run the same command again")
+    try:
+        found = sum(1 for _ in tf.data.TFRecordDataset(path))
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
+        raise io_utils.BrokenFileError(f"{path} does not read back ({type(e).__name__}: "
+                                       f"{e.message.splitlines()[0][:120]}): {todo}") from None
+    if found != count:
+        raise io_utils.BrokenFileError(f"{path} holds {found} poisoned copies, its "
+                                       f"{META} says {count}: {todo}")
 
 
 def with_poison(clean, poison):

@@ -3,6 +3,7 @@ victims' and the surrogate's backbones start (--backbone_weights, --pretrained_b
 --victim_pretrained_backbone: resolved and loaded once, checked before any work)."""
 
 import dataclasses
+import os
 
 from absl import app, logging
 
@@ -45,7 +46,7 @@ def resolve_backbones(flag_values):
         raise app.UsageError("--victim_pretrained_backbone needs --pretrained_backbone (the "
                              "attacker's): a mismatch study starts both from pretrained "
                              "backbones")
-    files = {}
+    files, given = {}, {}
     for flag in ("pretrained_backbone", "victim_pretrained_backbone"):
         if flag in f and f[flag].value:
             try:
@@ -55,19 +56,25 @@ def resolve_backbones(flag_values):
             except ValueError as e:
                 raise app.UsageError(str(e)) from None
             files[flag] = record["weights"]
+            given.setdefault(record["weights"], f"--{flag}={f[flag].value}")
     surrogate = files.get("pretrained_backbone") or f.backbone_weights
     found = Backbones(files.get("victim_pretrained_backbone") or surrogate, surrogate)
-    _check_weights(f, {found.victims, found.surrogate} - {None, ""})
+    _check_weights(f, {found.victims, found.surrogate} - {None, ""}, given)
     return found
 
 
-def _check_weights(f, paths):
-    """Each weights file must hold this backbone's weights: loaded once, now."""
+def _check_weights(f, paths, given):
+    """Each weights file must hold this backbone's weights: loaded once, now. `given`:
+    the flag that named each file, when not --backbone_weights (a pretrain directory)."""
     for path in paths:
         try:
             HashingModel(f.bits, f.backbone, f.image_size, path)
         except (ValueError, FileNotFoundError) as e:
-            raise app.UsageError(str(e)) from None
+            message = str(e)
+            if path in given:  # name the flag the user gave, not the file inside it
+                message = message.replace(f"--backbone_weights={path}",
+                                          f"{given[path]} (its {os.path.basename(path)})")
+            raise app.UsageError(message) from None
         except Exception as e:  # noqa: BLE001  keras.applications' fetch of "imagenet"
             # raises a bare Exception when there is no network: say so, in one line
             if path != "imagenet":

@@ -65,6 +65,9 @@ def output_dir_lock(directory, strategy, program, shard=None):
                 claim_run_dir(directory, program)
         except (io_utils.RunDirLockedError, NotADirectoryError, ValueError) as e:
             raise app.UsageError(str(e)) from None
+        except OSError as e:  # read-only, no permission, disk full
+            raise app.UsageError(f"--output_dir={directory}: cannot write there "
+                                 f"({e.strerror or e}: {e.filename or directory})") from None
         yield
 
 

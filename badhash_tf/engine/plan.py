@@ -158,23 +158,26 @@ def check_sizes(config, data):
     query not of the target class, every query relevant to some database item -> (target
     label, its training images, poisoned copies). Raises ValueError naming the flag."""
     c, train = config, data.train
-    where = f"the {train.size} items of --train_split={c.retrieval.train_split}"
-    batches = {"--global_batch_size": c.train.global_batch_size}
+    check_batch("--global_batch_size", c.train.global_batch_size, train, c.retrieval)
     if c.gan.batch_size:
-        batches["--gan_batch_size"] = c.gan.batch_size
-    for flag, batch in batches.items():
-        if batch > train.size:
-            raise ValueError(f"{flag}={batch} exceeds {where}")
+        check_batch("--gan_batch_size", c.gan.batch_size, train, c.retrieval)
     target = choose_target(c.attack, train.num_classes, c.train.seed)
     available = int((data.labels("--train_split")[:, target] > 0).sum())
     count = poison.poison_count_for(train.size, available, c.attack.poison_count,
-                             c.attack.poison_rate)
+                                    c.attack.poison_rate)
     query = data.labels("--query_split")
     if (query[:, target] > 0).all():
         raise ValueError(f"--query_split={c.retrieval.query_split}: every query carries the "
                          f"target label {target}, so none can be triggered toward it")
     check_relevance(c.retrieval, query, data.labels("--database_split"))
     return target, available, count
+
+
+def check_batch(flag, batch, train, retrieval):
+    """A training batch must fit in the training split. Raises ValueError naming `flag`."""
+    if batch > train.size:
+        raise ValueError(f"{flag}={batch} exceeds the {train.size} items of "
+                         f"--train_split={retrieval.train_split}")
 
 
 def check_relevance(retrieval, query_labels, database_labels):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from badhash_tf import io_utils
-from badhash_tf.engine.layout import RunLayout
+from badhash_tf.engine.layout import RUN_JSON, RunLayout
 from badhash_tf.models.generator import Generator
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.models.labcln import LabCLN
@@ -176,6 +176,12 @@ def load_run_models(run_dir, encoder="victim"):
     if encoder not in ENCODERS:
         raise ValueError(f"--encoder={encoder}: choose one of {', '.join(ENCODERS)}")
     layout = RunLayout(run_dir)
+    record = os.path.join(run_dir, RUN_JSON)
+    made_by = io_utils.read_json(record).get("program") if os.path.isfile(record) else None
+    if made_by and made_by != "badhash_tf.pipeline":
+        raise ValueError(f"--run_dir={run_dir} was made by {made_by}: export_serving exports "
+                         "a pipeline run (python -m badhash_tf.pipeline), whose generator and "
+                         "encoders it serves")
     report_path = layout.report_json
     if not os.path.isfile(report_path):
         raise FileNotFoundError(f"{report_path} not found: --run_dir must be a finished "
