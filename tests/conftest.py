@@ -19,11 +19,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from badhash_tf.training import distribute  # noqa: E402
 
-distribute.configure_logical_cpus(2)
+def pytest_configure(config):
+    """2 logical CPUs in every process that runs tests, before any TensorFlow work. Not in
+    xdist's controller, which runs none: TensorFlow loaded there prints its start-up
+    banners after pytest's summary (pytest holds the controller's early output)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    from badhash_tf.training import distribute
+    distribute.configure_logical_cpus(2)
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -78,6 +84,7 @@ def data_dir(shared_dir):
 
 @pytest.fixture(scope="session")
 def two_cpu_strategy():
+    import tensorflow as tf
     return tf.distribute.MirroredStrategy(
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
