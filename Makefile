@@ -57,7 +57,7 @@ demo: $(VENV)/.installed fashion-data pretrained
 	  "frontier.png"
 
 # The pretrained regime's public backbone (flags/*_pretrained.cfg read it from here): a
-# small CNN classifier on Fashion-MNIST's database split, made once per checkout (444 s on
+# small CNN classifier on Fashion-MNIST's database split, made once per checkout (284 s on
 # 2 cores) and reused by the demo and the pretrained presets; its directory is
 # fingerprinted like every stage.
 PRETRAINED := runs/pretrain/fashion
