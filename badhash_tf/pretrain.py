@@ -9,7 +9,7 @@ other flags or data stops, naming them (--overwrite moves the old one aside).
 
 from absl import flags, logging
 
-from badhash_tf import fingerprints, io_utils
+from badhash_tf import fingerprints
 from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, PretrainConfig, TrainConfig
@@ -49,16 +49,11 @@ def main(argv):
             cells.check([stage], FLAGS.output_dir, train.overwrite)
         runner = Runner(strategy, train.overwrite, PROGRAM)
         used = startup.used_flags(FLAGS)
-        with runner.claim(stage) as decision:
-            if decision.state == cells.FINISHED:  # reused as it is, never rewritten
-                result = io_utils.read_json(stage.result_path)
-                logging.info("%s: finished earlier, reused", FLAGS.output_dir)
-            else:
-                if runner.chief:
-                    startup.claim_run_dir(FLAGS.output_dir, PROGRAM)  # (if moved aside)
-                    io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-                result = pretrain_backbone(data, config, train, FLAGS.output_dir, strategy,
-                                           record={"flags": used}, pool=pool)
+
+        def make():
+            return pretrain_backbone(data, config, train, FLAGS.output_dir, strategy,
+                                     record={"flags": used}, pool=pool)
+        result = startup.run_single_stage(runner, stage, PROGRAM, used, make)
         logging.info("pretrained %s on %s[%s] (%d items, %d steps): held-out top-1 %.4f in %.1f "
                      "s -> %s/pretrain.json", result["backbone"], result["pool"],
                      result["pool_split"], result["train_items"], result["train_steps"],

@@ -7,7 +7,7 @@ backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DI
 
 from absl import flags, logging
 
-from badhash_tf import fingerprints, io_utils
+from badhash_tf import fingerprints
 from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, RetrievalConfig, TrainConfig
@@ -50,17 +50,11 @@ def main(argv):
                                                       retrieval=retrieval))
             cells.check([stage], FLAGS.output_dir, train.overwrite)
         runner = Runner(strategy, train.overwrite, PROGRAM)
-        with runner.claim(stage) as decision:
-            if decision.state == cells.FINISHED:  # reused as it is, never rewritten
-                metrics = io_utils.read_json(stage.result_path)
-                logging.info("%s: finished earlier, reused", FLAGS.output_dir)
-            else:
-                if runner.chief:
-                    startup.claim_run_dir(FLAGS.output_dir, PROGRAM)  # (if moved aside)
-                    io_utils.write_json(f"{FLAGS.output_dir}/flags.json", used)
-                _, metrics, _ = train_and_evaluate(data, hashing, train, retrieval,
-                                                   FLAGS.output_dir, strategy,
-                                                   splits=view.splits, record={"flags": used})
+
+        def make():
+            return train_and_evaluate(data, hashing, train, retrieval, FLAGS.output_dir,
+                                      strategy, splits=view.splits, record={"flags": used})[1]
+        metrics = startup.run_single_stage(runner, stage, PROGRAM, used, make)
         logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
                      metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],
                      metrics["precision_at_k"], metrics["train_steps"], metrics["seconds"],

@@ -71,6 +71,21 @@ def output_dir_lock(directory, strategy, program, shard=None):
         yield
 
 
+def run_single_stage(runner, stage, program, used, make):
+    """A program whose run directory is one stage (train_victim, pretrain): a finished one
+    is reused as it is, never rewritten; otherwise the directory is claimed for `program`
+    (again, if --overwrite moved it aside), the flags `used` recorded, and `make()` run
+    under the stage's claim -> the stage's result."""
+    with runner.claim(stage) as decision:
+        if decision.state == cells.FINISHED:
+            logging.info("%s: finished earlier, reused", stage.directory)
+            return io_utils.read_json(stage.result_path)
+        if runner.chief:
+            claim_run_dir(stage.directory, program)
+            io_utils.write_json(os.path.join(stage.directory, "flags.json"), used)
+        return make()
+
+
 def claim_run_dir(directory, program):
     """Records `program` as the maker of `directory` (run.json), or checks that it made it.
     Raises ValueError naming both programs for another program's directory. (A directory
