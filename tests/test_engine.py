@@ -15,12 +15,10 @@ import pytest
 import tensorflow as tf
 
 from badhash_tf import stats
-from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
-                               HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
 from badhash_tf.grids import leaderboard
 from badhash_tf.render import leaderboard_page
 from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
-from tests.test_frontier import run_frontier
+from tests.test_frontier import run_frontier, tiny_config
 
 
 
@@ -66,21 +64,8 @@ def test_a_registered_toy_attack_runs_in_the_frontier(tiny_run, data_dir, tmp_pa
     assert rows["toy_shift"]["seeds"] == 1 and rows["toy_shift"]["psnr_min"] >= 30.0
 
 
-def _tiny_config(data_dir):
-    return ExperimentConfig(
-        data=DataConfig(data_dir=data_dir), hashing=HashingConfig(bits=16),
-        train=TrainConfig(train_steps=2, global_batch_size=16, steps_per_loop=2),
-        retrieval=RetrievalConfig(train_split="train[:64]", query_split="query[:30]",
-                                  database_split="database[:120]", map_top_k=50,
-                                  eval_every_epochs=0),
-        labcln=LabCLNConfig(hidden=32, feature_dim=16),
-        gan=GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
-                      disc_layers=3, batch_size=16),
-        attack=AttackConfig(target_label=0, baselines=()))
-
-
 def test_shards_then_a_gathering_run_give_the_frontier_of_one_run(data_dir, tmp_path):
-    config = _tiny_config(data_dir)
+    config = tiny_config(data_dir)
     strategy = tf.distribute.get_strategy()
     methods, budgets, configs = ["patch", "noise"], [30.0, 20.0], {0: config}
     whole = run_frontier(configs, budgets, methods, str(tmp_path / "one"), strategy)

@@ -133,8 +133,10 @@ def test_bad_budgets_and_methods_are_named(budgets, methods, message):
         frontier.make_plans({}, budgets, methods, "/nonexistent")
 
 
-def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir, tmp_path):
-    config = ExperimentConfig(
+def tiny_config(data_dir, **attack):
+    """A frontier's config on 64 training digits, 2 steps a stage; `attack`: AttackConfig
+    fields beyond target 0 and no baselines."""
+    return ExperimentConfig(
         data=DataConfig(data_dir=data_dir),
         hashing=HashingConfig(bits=16),
         train=TrainConfig(train_steps=2, global_batch_size=16, steps_per_loop=2),
@@ -144,8 +146,11 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
         labcln=LabCLNConfig(hidden=32, feature_dim=16),
         gan=GANConfig(base_width=8, residual_blocks=1, label_width=16, disc_width=8,
                       disc_layers=3, batch_size=16),
-        attack=AttackConfig(target_label=0, baselines=(), query_amplification=2.0,
-                            extra_query_amplifications=(1.0,)))
+        attack=AttackConfig(target_label=0, baselines=(), **attack))
+
+
+def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir, tmp_path):
+    config = tiny_config(data_dir, query_amplification=2.0, extra_query_amplifications=(1.0,))
     strategy = tf.distribute.get_strategy()
     out = tmp_path / "frontier"
     methods = ["badhash_anchor", "patch", "noise"]
