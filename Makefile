@@ -36,33 +36,23 @@ fashion-data:
 	  || echo "apt-get install dataset-fashion-mnist failed. $(FASHION_HINT)"; \
 	else echo "$(FASHION_HINT)"; fi
 
-# The demo: BadHash at its operating point (flags/demo.cfg: every model fine-tunes the
-# shared public backbone made once per checkout by `pretrained`; every poisoned copy at
-# PSNR >= 25 dB), then a one-seed frontier of BadHash at 30 and 25 dB (a 20 dB cell took
-# the demo to 11 min 43 s on 2 cores, over its 10 minutes). The frontier's seed directory
-# links the pipeline's finished stages (same flags: its surrogate, LabCLN and reference
-# victim, and its BadHash run as the 25 dB cell) instead of training them twice.
-DEMO_SEED := $(DEMO_DIR)/frontier/seed_0
-demo: $(VENV)/.installed fashion-data pretrained
-	$(PY) -m badhash_tf.pipeline --flagfile=flags/demo.cfg --baselines= \
-	  --output_dir=$(DEMO_DIR)/attack
-	mkdir -p $(DEMO_SEED)/psnr_25
-	for stage in surrogate labcln reference_victim; do \
-	  ln -sfn ../../attack/$$stage $(DEMO_SEED)/$$stage; done
-	ln -sfn ../../../attack/badhash $(DEMO_SEED)/psnr_25/badhash
-	$(PY) -m badhash_tf.frontier --flagfile=flags/demo.cfg --psnr_budgets=30,25 \
-	  --methods=badhash --output_dir=$(DEMO_DIR)/frontier
-	@echo "The attack at 25 dB: $(DEMO_DIR)/attack/report.md (samples.png and" \
-	  "hash_space.png beside it); the frontier: $(DEMO_DIR)/frontier/frontier.md and" \
-	  "frontier.png"
+# The demo (badhash_tf/demo.py, the installed `badhash-demo`): the public backbone when the
+# cache lacks it, BadHash at its operating point (the demo preset: every model fine-tunes
+# that backbone; every poisoned copy at PSNR >= 25 dB), then a one-seed frontier of BadHash
+# at 30 and 25 dB (a 20 dB cell took the demo to 11 min 43 s on 2 cores, over its 10
+# minutes) whose 25 dB cell and shared stages link to the attack run's. The checkout's cache
+# is runs/ (the backbone in runs/pretrain/fashion); the exports go to export/models.
+export BADHASH_TF_CACHE ?= $(CURDIR)/runs
+demo: $(VENV)/.installed fashion-data
+	$(PY) -m badhash_tf.demo --output_dir=$(DEMO_DIR) --export_base=export/models
 
-# The pretrained regime's public backbone (flags/*_pretrained.cfg read it from here): a
-# small CNN classifier on Fashion-MNIST's database split, made once per checkout (284 s on
-# 2 cores) and reused by the demo and the pretrained presets; its directory is
-# fingerprinted like every stage.
-PRETRAINED := runs/pretrain/fashion
+# The pretrained regime's public backbone alone (the pretrained presets name it by its
+# cache name, --pretrained_backbone=fashion): a small CNN classifier on Fashion-MNIST's
+# database split, made once (284 s on 2 cores) and reused by the demo and the pretrained
+# presets; its directory is fingerprinted like every stage.
+PRETRAINED := $(BADHASH_TF_CACHE)/pretrain/fashion
 $(PRETRAINED)/pretrain.json: flags/pretrain_fashion.cfg | $(VENV)/.installed fashion-data
-	$(PY) -m badhash_tf.pretrain --flagfile=flags/pretrain_fashion.cfg --output_dir=$(PRETRAINED)
+	$(PY) -m badhash_tf.pretrain --preset=pretrain_fashion --output_dir=$(PRETRAINED)
 pretrained: $(PRETRAINED)/pretrain.json
 
 test: $(VENV)/.installed fashion-data
@@ -75,7 +65,7 @@ test: $(VENV)/.installed fashion-data
 # cells.
 BENCH_DIR ?= runs/bench
 bench: $(VENV)/.installed fashion-data
-	$(PY) -m badhash_tf.bench --flagfile=flags/digits.cfg --output_dir=$(BENCH_DIR)
+	$(PY) -m badhash_tf.bench --preset=digits --output_dir=$(BENCH_DIR)
 
 # Speed benchmarks (bench/): packed Hamming ranking against FAISS' flat binary index.
 benchmarks: $(VENV)/.installed

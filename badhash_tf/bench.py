@@ -2,8 +2,8 @@
 DarkHash, and any registered one) on one or more datasets and seeds, then every defense,
 in one leaderboard (see grids/leaderboard.py).
 
-python -m badhash_tf.bench --flagfile=flags/digits.cfg --output_dir=DIR
-python -m badhash_tf.bench --presets=flags/digits.cfg,flags/fashion.cfg \
+python -m badhash_tf.bench --preset=digits --output_dir=DIR
+python -m badhash_tf.bench --presets=digits,fashion \
     --seeds=0,1,2 --output_dir=DIR
 python -m badhash_tf.bench ... --shard=i/N   (one of N machines; then once without)
 Writes DIR/bench.json, bench.md, bench.html (tables and heatmaps in one static page; means
@@ -11,6 +11,10 @@ over seeds with 95% intervals, attacks in tiers); DIR/<dataset>/seed_N/ holds ea
 run and its defenses/. A rerun reuses finished cells; the leaderboard gathers every
 dataset under DIR.
 """
+
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-bench")  # before TensorFlow loads
 
 import copy
 import os
@@ -20,7 +24,7 @@ import time
 from absl import app, flags, logging
 
 from badhash_tf import io_utils, registry
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DefenseConfig
 from badhash_tf.console import run_program
@@ -41,14 +45,16 @@ flags.DEFINE_list("attacks", list(registry.attacks(role="bench")), "Attacks: "
                   "an attack run of BadHash).")
 flags.DEFINE_list("defenses", list(registry.defenses()), f"Defenses on every attack: "
                   f"{', '.join(registry.defenses())} ('' = none).")
-flags.DEFINE_list("presets", [], "Flagfiles, one per dataset (each read over this command's "
-                  "defaults, then this command's own flags over it); default: this command's "
-                  "flags alone, one dataset.")
+flags.DEFINE_list("presets", [], "Presets (shipped names, as --preset takes, or flagfiles), "
+                  "one per dataset (each read over this command's defaults, then this "
+                  "command's own flags over it); default: this command's flags alone, one "
+                  "dataset.")
 flags.DEFINE_list("seeds", [], "Seeds (each into DIR/<dataset>/seed_N); default: --seed.")
 flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
                     "one shard per machine); a run without it gathers the finished cells.")
 flags.DEFINE_string("output_dir", None, "The bench directory (reruns reuse finished cells).")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.bench"
 
@@ -65,7 +71,7 @@ def preset_flags(preset):
     values = copy.deepcopy(FLAGS)
     values.unparse_flags()
     try:
-        values(["bench", f"--flagfile={preset}", *_given(FLAGS)])
+        values(["bench", *presets.read(preset, FLAGS), *_given(FLAGS)])
     except (flags.Error, OSError) as e:
         raise app.UsageError(f"--presets={preset}: {e}") from None
     return values

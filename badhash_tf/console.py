@@ -7,9 +7,10 @@ import logging as std_logging
 import os
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from badhash_tf import io_utils
+from badhash_tf.cli import presets
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,12 +35,24 @@ def configure(verbosity):
 def run_program(main, doc, module_name, flags_parser=None):
     """Runs a program's `main` with absl, from `python -m` or a console script
     (pyproject.toml [project.scripts]): `--help` and `--helpshort` show the program's
-    docstring `doc` and its own flags (absl finds both through the main module).
-    `flags_parser(argv)`, when given, replaces absl's (e.g. to add a hint to an error)."""
+    docstring `doc` and its own flags (absl finds both through the main module); each
+    --preset=NAME on the command line (or in a --flagfile) stands for that shipped preset's
+    flags. `flags_parser(argv)`, when given, replaces absl's (e.g. to add a hint to an
+    error)."""
     sys.modules["__main__"].__doc__ = doc
     if module_name != "__main__":  # a console script: absl keyed the flags by module name
         sys.argv[0] = module_name
-    app.run(interruptible(main), **({"flags_parser": flags_parser} if flags_parser else {}))
+    parse = flags_parser or app.parse_flags_with_usage
+
+    def parse_with_presets(argv):
+        try:
+            expanded = presets.expand(argv[1:])
+        except flags.Error as e:  # as absl's parser says a bad flag: one line, status 1
+            sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
+                             "Pass --helpshort or --helpfull to see help on flags.\n")
+            sys.exit(1)
+        return parse(argv[:1] + expanded)
+    app.run(interruptible(main), flags_parser=parse_with_presets)
 
 
 INTERRUPTED = ("interrupted: finished stages and each stage's last checkpoint are kept; "

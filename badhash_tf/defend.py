@@ -8,12 +8,16 @@ again when its attack was; refused, naming them, when made with other settings).
 run's own files are only read.
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-defend", "defenses")  # before TensorFlow loads
+
 import os
 
 from absl import flags, logging
 
 from badhash_tf import io_utils, registry
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DefenseConfig
 from badhash_tf.console import run_program
@@ -34,6 +38,7 @@ flags.DEFINE_integer("seed", DefenseConfig().seed, "Seed of the clean subset, ST
 flags.DEFINE_bool("overwrite", False, "Start afresh every result made with other defense "
                   "settings: moved aside to <dir>.replaced-<time>, never deleted.")
 flags.mark_flag_as_required("run_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.defend"
 

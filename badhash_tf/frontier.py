@@ -1,7 +1,7 @@
 """The attack's stealth-strength frontier: BadHash with a PSNR-budgeted generator against
 every baseline at the same budgets, over seeds (see grids/stealth_frontier.py).
 
-python -m badhash_tf.frontier --flagfile=flags/digits.cfg --psnr_budgets=30,26,23,20 \
+python -m badhash_tf.frontier --preset=digits --psnr_budgets=30,26,23,20 \
     --seeds=0,1,2 --output_dir=DIR
 python -m badhash_tf.frontier ... --shard=i/N   (one of N machines; then once without)
 Writes DIR/frontier.json, frontier.md, frontier.png (each figure a mean over seeds with its
@@ -10,13 +10,17 @@ cell (reused on rerun once finished). With --shard=i/N only every N-th cell runs
 job array or a Kubernetes Indexed Job runs the shards); a run without --shard gathers.
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-frontier")  # before TensorFlow loads
+
 import os
 import time
 
 from absl import app, flags, logging
 
 from badhash_tf import io_utils, registry
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.console import run_program
 from badhash_tf.engine.stages import Runner
@@ -41,6 +45,7 @@ flags.DEFINE_string("compare_with", None, "Another frontier's directory (e.g. th
                     "backbone regime) to tabulate in frontier.md and draw beside this one in "
                     "frontier.png.")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.frontier"
 

@@ -83,6 +83,34 @@ def _describe(holder):
             f"{holder.get('started', '?')}")
 
 
+def lock_name(shard=None):
+    """The lock file of a run directory, or of one shard (i, n) of a sharded grid."""
+    return LOCK_FILE if shard is None else f"{LOCK_FILE}-shard-{shard[0]}-of-{shard[1]}"
+
+
+def held_lock(directory, name=LOCK_FILE):
+    """The RunDirLockedError run_dir_lock would raise for `directory` now, or None: a look
+    at the lock without taking it or creating anything (a program's first check, before its
+    heavy imports)."""
+    try:
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+    except OSError:  # no lock file, or nothing there: the real lock will say what is wrong
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return RunDirLockedError(_locked_message(
+            directory, _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))))
+    finally:
+        os.close(fd)  # (releases the shared lock, if taken)
+
+
+def _locked_message(directory, holder):
+    return (f"{directory} is in use by another program ({_describe(holder)}): one writer "
+            "per run directory. Wait for it, stop it, or use another --output_dir.")
+
+
 @contextlib.contextmanager
 def run_dir_lock(directory, enabled=True, log=None, name=LOCK_FILE, disposable=()):
     """One writer per run directory: holds an OS-level lock (fcntl.flock) on
@@ -107,10 +135,7 @@ def run_dir_lock(directory, enabled=True, log=None, name=LOCK_FILE, disposable=(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-            raise RunDirLockedError(
-                f"{directory} is in use by another program ({_describe(holder)}): one writer "
-                "per run directory. Wait for it, stop it, or use another --output_dir.") \
-                from None
+            raise RunDirLockedError(_locked_message(directory, holder)) from None
         previous = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
         if previous and previous.get("pid") != os.getpid() and log:
             state = ("no longer running" if not _alive(int(previous.get("pid", 0)))

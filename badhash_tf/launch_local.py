@@ -2,7 +2,7 @@
 trying the multi-machine path on one machine.
 
 python -m badhash_tf.launch_local --workers=2 -- python -m badhash_tf.train_victim \
-    --flagfile=flags/digits_victim.cfg --output_dir=runs/mw
+    --preset=digits_victim --output_dir=runs/mw
 Each worker gets TF_CONFIG (loopback ports) and `--strategy=multi_worker` (unless the
 command sets --strategy); their output is streamed with a `[worker i]` prefix; when one
 fails, the others are stopped and the launcher exits with its status.
@@ -113,7 +113,7 @@ def main(argv):
         command = command[1:]
     if not command:
         raise app.UsageError("give the command after --, e.g. -- python -m "
-                             "badhash_tf.train_victim --flagfile=flags/digits_victim.cfg ...")
+                             "badhash_tf.train_victim --preset=digits_victim ...")
     if FLAGS.workers < 1:
         raise app.UsageError(f"--workers={FLAGS.workers}: give at least 1")
     logging.info("starting %d workers: %s", FLAGS.workers, " ".join(command))

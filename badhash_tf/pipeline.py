@@ -1,17 +1,21 @@
 """The BadHash attack end to end on one dataset: surrogate, LabCLN, trigger generator,
 clean-label poisoning, backdoored victim, baselines, evaluation and report.
 
-python -m badhash_tf.pipeline --flagfile=flags/digits.cfg --output_dir=DIR
-python -m badhash_tf.pipeline --flagfile=flags/digits.cfg --seeds=0,1,2 --output_dir=DIR
+python -m badhash_tf.pipeline --preset=digits --output_dir=DIR
+python -m badhash_tf.pipeline --preset=digits --seeds=0,1,2 --output_dir=DIR
 Writes DIR/report.json, report.md, samples.png, hash_space.png (with --seeds: one run per
 seed in DIR/seed_N and DIR/summary.json, summary.md, means with 95% intervals). A rerun
 reuses every finished stage; one with other flags or data stops, naming the stages.
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-pipeline")  # before TensorFlow loads
+
 from absl import flags, logging
 
 from badhash_tf import io_utils
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.console import run_program
 from badhash_tf.engine import cells, plan as planning
@@ -32,6 +36,7 @@ flags.DEFINE_string("export_base", "export/models", "Last stage: export the gene
                     "single-seed runs only).")
 flags.DEFINE_string("output_dir", None, "Directory for every stage and the report.")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.pipeline"
 

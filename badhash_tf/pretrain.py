@@ -1,16 +1,20 @@
 """Pretrains a hashing backbone as a classifier on a public pool, for --pretrained_backbone
 (the paper's surrogate and victims fine-tune one shared ImageNet-pretrained backbone).
 
-python -m badhash_tf.pretrain --flagfile=flags/pretrain_fashion.cfg --output_dir=DIR
+python -m badhash_tf.pretrain --preset=pretrain_fashion --output_dir=DIR
 Writes DIR/backbone.weights.h5, pretrain.json (pool, split, epochs, held-out top-1),
 pretrain.md, flags.json, checkpoints and summaries/. A rerun resumes or reuses it; one with
 other flags or data stops, naming them (--overwrite moves the old one aside).
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-pretrain")  # before TensorFlow loads
+
 from absl import flags, logging
 
 from badhash_tf import fingerprints
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, PretrainConfig, TrainConfig
 from badhash_tf.console import run_program
@@ -25,6 +29,7 @@ cli_flags.define_train_flags()
 cli_flags.define_pretrain_flags()
 flags.DEFINE_string("output_dir", None, "Directory of the pretrained backbone.")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.pretrain"
 

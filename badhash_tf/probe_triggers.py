@@ -3,15 +3,19 @@ fixed additive triggers at a PSNR budget (noise, colour tint, a universal and pe
 adversarial perturbations against the surrogate, SIG, Narcissus; see attack/probes.py),
 trains a victim on each poisoned set and measures it as the pipeline measures its attacks.
 
-python -m badhash_tf.probe_triggers --flagfile=flags/digits.cfg --output_dir=DIR [--psnr=30]
+python -m badhash_tf.probe_triggers --preset=digits --output_dir=DIR [--psnr=30]
 Writes DIR/probes.json and DIR/probes.md; DIR/probe_<name>/ holds each poisoned set and
 victim. The surrogate and the reference victim are those of a pipeline run in DIR, if any.
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-probe")  # before TensorFlow loads
+
 from absl import flags, logging
 
 from badhash_tf import registry
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.console import run_program
 from badhash_tf.engine.stages import Runner
@@ -28,6 +32,7 @@ flags.DEFINE_float("psnr", 30.0, "PSNR budget (dB): each perturbation's RMSE is 
                    "10^(-psnr/20).")
 flags.DEFINE_string("output_dir", None, "Directory for the probes (may be a pipeline run's).")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 # probes share the pipeline's run directories (its surrogate and reference victim)
 PROGRAM = "badhash_tf.pipeline"

@@ -1,14 +1,18 @@
 """Trains and evaluates a deep-hashing model (a victim or the attacker's surrogate).
 
-python -m badhash_tf.train_victim --flagfile=flags/digits_victim.cfg --output_dir=DIR
+python -m badhash_tf.train_victim --preset=digits_victim --output_dir=DIR
 Writes checkpoints, summaries/, flags.json, codes.npz, metrics.json, metrics.md and
 backbone.weights.h5 (the trained backbone, reusable as --backbone_weights) to DIR.
 """
 
+from badhash_tf.cli import early
+
+early.refuse_held_run_dir(__name__, "badhash-train-victim")  # before TensorFlow loads
+
 from absl import flags, logging
 
 from badhash_tf import fingerprints
-from badhash_tf.cli import configs, startup
+from badhash_tf.cli import configs, presets, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, RetrievalConfig, TrainConfig
 from badhash_tf.console import run_program
@@ -23,6 +27,7 @@ cli_flags.define_train_flags()
 cli_flags.define_hashing_flags()
 flags.DEFINE_string("output_dir", None, "Directory for checkpoints, codes and metrics.")
 flags.mark_flag_as_required("output_dir")
+presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.train_victim"
 

@@ -12,6 +12,8 @@ import sys
 
 from absl import app, flags
 
+from badhash_tf.cli import presets
+
 
 def run_cases(module_name, cases):
     module = importlib.import_module(module_name)
@@ -19,7 +21,7 @@ def run_cases(module_name, cases):
     for argv in cases:
         flags.FLAGS.unparse_flags()
         try:
-            module.main(flags.FLAGS([module_name] + argv))
+            module.main(flags.FLAGS([module_name] + presets.expand(argv)))
             results.append({"refused": False, "message": ""})
         except (flags.Error, app.UsageError, ValueError) as e:
             results.append({"refused": True, "message": str(e)})

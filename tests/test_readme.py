@@ -11,12 +11,14 @@ import shutil
 import subprocess
 import sys
 
+from badhash_tf.cli import presets
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 COMMAND = re.compile(r"python -m (badhash_tf\.\w+)([^\n`]*)")
 FLAG = re.compile(r"(?<![\w-])--(?:no)?([a-z][a-z0-9_]*[a-z0-9])(?![\w-])")
-SCRIPTS = ("badhash-pretrain", "badhash-pipeline", "badhash-frontier", "badhash-defend",
+SCRIPTS = ("badhash-demo", "badhash-pretrain", "badhash-pipeline", "badhash-frontier", "badhash-defend",
            "badhash-bench",
            "badhash-train-victim", "badhash-probe", "badhash-export", "badhash-client",
            "badhash-launch-local")
@@ -52,6 +54,10 @@ def test_every_readme_command_and_flag_exists():
     assert not unknown, sorted(unknown)
     for preset in set(re.findall(r"flags/[\w]+\.cfg", README)):
         assert os.path.isfile(os.path.join(ROOT, preset)), preset
+    named = set(re.findall(r"--presets?=([a-z0-9_,]+)", README)) | set(
+        re.findall(r"`badhash-pretrain --preset=([a-z0-9_]+)", README))
+    for preset in {n for group in named for n in group.split(",")}:
+        assert preset in presets.names(), preset
 
 
 def test_the_package_declares_its_dependencies_and_console_scripts():

@@ -45,6 +45,35 @@ def test_a_second_program_on_a_locked_directory_stops_naming_the_holder(tmp_path
         holder.wait()
 
 
+@pytest.mark.parametrize("program", ["pipeline", "bench", "defend"])
+def test_a_locked_directory_is_refused_before_tensorflow_loads(tmp_path, program):
+    """The refusal comes before the heavy imports (a second writer on a busy machine is
+    told in a fraction of a second): a `tensorflow` that cannot be imported is not reached."""
+    run, fake = tmp_path / "run", tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    target = {"defend": [f"--run_dir={tmp_path}", f"--output_dir={run}"],
+              "bench": ["--shard=1/2", f"--output_dir={run}"]}.get(
+        program, ["--preset=digits", f"--output_dir={run}"])
+    lock = io_utils.lock_name((1, 2)) if program == "bench" else io_utils.LOCK_FILE
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD.replace("sys.argv[1])", f"sys.argv[1], name={lock!r})"),
+         str(run), "60"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        env = dict(ENV, PYTHONPATH=f"{fake.parent}:{ROOT}")
+        done = subprocess.run([sys.executable, "-m", f"badhash_tf.{program}", *target],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 1 and done.stderr.splitlines() == [
+            f"FATAL {run} is in use by another program (PID {holder.pid}, `-c {run} 60`, "
+            f"started {io_utils.read_json(run / lock)['started']}): one writer per run "
+            "directory. Wait for it, stop it, or use another --output_dir."]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_dead_holders_lock_is_taken_over_with_a_line(tmp_path):
     run = tmp_path / "run"
     killed = subprocess.Popen([sys.executable, "-c", HOLD, str(run), "60"], cwd=ROOT,

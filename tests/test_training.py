@@ -297,10 +297,10 @@ def test_no_readable_checkpoint_is_an_error_naming_them(tiny, tmp_path, caplog):
 def test_train_victim_given_an_attack_preset_names_the_victim_presets(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
-        [sys.executable, "-m", "badhash_tf.train_victim", "--flagfile=flags/digits.cfg",
+        [sys.executable, "-m", "badhash_tf.train_victim", "--preset=digits",
          f"--output_dir={tmp_path / 'out'}"], cwd=root, capture_output=True, text=True,
         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert ("Unknown command line flag 'gan_base_width': --gan_base_width is an attack flag"
-            in done.stderr) and "flags/digits_victim.cfg" in done.stderr
+            in done.stderr) and "takes the victim presets: digits_victim," in done.stderr
     assert not (tmp_path / "out").exists()

@@ -8,8 +8,9 @@ import os
 from absl import app, logging
 
 from badhash_tf import config, registry
+from badhash_tf.cli import presets
 from badhash_tf.models.hashing import HashingModel
-from badhash_tf.training.pretrain import check_compatible, read_pretrained
+from badhash_tf.training.pretrain import PRETRAIN_JSON, check_compatible, read_pretrained
 
 
 def from_flags(config_class, flag_values, prefix=""):
@@ -49,8 +50,16 @@ def resolve_backbones(flag_values):
     files, given = {}, {}
     for flag in ("pretrained_backbone", "victim_pretrained_backbone"):
         if flag in f and f[flag].value:
+            value = f[flag].value
+            directory = presets.backbone_dir(value)  # a bare name: the cache's backbone
+            if directory != value and not os.path.isfile(os.path.join(directory,
+                                                                      PRETRAIN_JSON)):
+                raise app.UsageError(
+                    f"--{flag}={value}: no finished pretrained backbone at {directory} (the "
+                    f"cache: ${presets.CACHE_ENV}, else ~/.cache/badhash_tf)"
+                    f"{presets.make_backbone_hint(value)}")
             try:
-                record = read_pretrained(f[flag].value, f"--{flag}")
+                record = read_pretrained(directory, f"--{flag}")
                 check_compatible(record, f"--{flag}={f[flag].value}", f.backbone,
                                  f.image_size, f.dataset, f.query_split)
             except ValueError as e:

@@ -56,7 +56,7 @@ def output_dir_lock(directory, strategy, program, shard=None):
     both). A held lock, a --output_dir that is a file, or another program's directory is
     an app.UsageError naming it. Take it right after parsing the flags."""
     chief = distribute.is_chief(strategy)
-    name = io_utils.LOCK_FILE + ("" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}")
+    name = io_utils.lock_name(shard)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(io_utils.run_dir_lock(directory, chief, logging.warning,
@@ -120,10 +120,9 @@ def parse_victim_flags(argv, flag_values=None):
         prefixes = ("gan_", "labcln_") + tuple(s.prefix for s in registry.sections().values())
         if name.startswith(prefixes) or name in attack:
             message += (f": --{name} is an attack flag (pipeline, frontier, probe_triggers), "
-                        "likely from an attack preset such as flags/digits.cfg; this program "
-                        "trains a victim alone and takes the victim presets: "
-                        "flags/digits_victim.cfg, flags/fashion_victim.cfg, "
-                        "flags/imagenet100.cfg, ...")
+                        "likely from an attack preset such as digits; this program trains a "
+                        "victim alone and takes the victim presets: digits_victim, "
+                        "fashion_victim, imagenet100, ... (--helpshort lists them)")
     sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
                      "Pass --helpshort or --helpfull to see help on flags.\n")
     sys.exit(1)
