@@ -41,8 +41,9 @@ fashion-data:
 # that backbone; every poisoned copy at PSNR >= 25 dB), then a one-seed frontier of BadHash
 # at 30 and 25 dB (a 20 dB cell took the demo to 11 min 43 s on 2 cores, over its 10
 # minutes) whose 25 dB cell and shared stages link to the attack run's. The checkout's cache
-# is runs/ (the backbone in runs/pretrain/fashion); the exports go to export/models.
-export BADHASH_TF_CACHE ?= $(CURDIR)/runs
+# is runs/ (the backbone in runs/pretrain/fashion, by that relative path as before, so
+# runs made before keep their fingerprints); the exports go to export/models.
+export BADHASH_TF_CACHE ?= runs
 demo: $(VENV)/.installed fashion-data
 	$(PY) -m badhash_tf.demo --output_dir=$(DEMO_DIR) --export_base=export/models
 

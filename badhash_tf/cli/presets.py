@@ -114,8 +114,8 @@ def define_flag(flag_values=None, module_name=None):
 def cache_dir():
     """Where made things are kept for presets to find by name: $BADHASH_TF_CACHE, else
     $XDG_CACHE_HOME/badhash_tf (~/.cache/badhash_tf)."""
-    if os.environ.get(CACHE_ENV):
-        return os.path.abspath(os.environ[CACHE_ENV])
+    if os.environ.get(CACHE_ENV):  # as given: a relative cache stays relative (fingerprints
+        return os.environ[CACHE_ENV]  # record the backbone's path)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "badhash_tf")
 
