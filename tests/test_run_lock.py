@@ -12,6 +12,7 @@ import time
 import pytest
 
 from badhash_tf import io_utils
+from badhash_tf.cli import early
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
@@ -72,6 +73,19 @@ def test_a_locked_directory_is_refused_before_tensorflow_loads(tmp_path, program
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_only_the_chief_looks_at_the_lock_before_tensorflow_loads():
+    cluster = {"worker": ["a:1", "b:1"]}
+    assert early._chief(None) and early._chief(json.dumps({"cluster": cluster}))
+    assert early._chief(json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert not early._chief(json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": 1}}))
+    with_chief = {"chief": ["c:1"], **cluster}
+    assert not early._chief(json.dumps({"cluster": with_chief,
+                                        "task": {"type": "worker", "index": 0}}))
+    assert early._chief(json.dumps({"cluster": with_chief, "task": {"type": "chief",
+                                                                    "index": 0}}))
 
 
 def test_a_dead_holders_lock_is_taken_over_with_a_line(tmp_path):

@@ -3,6 +3,7 @@ directory that another live program writes is refused at once. The real lock is 
 (startup.output_dir_lock); this only looks, so two programs started together are still
 told apart there."""
 
+import json
 import os
 import sys
 
@@ -19,6 +20,8 @@ def refuse_held_run_dir(module_name, script, default_subdir=None):
     (`python -m` runs it as __main__; its console script `script` imports it)."""
     if module_name != "__main__" and os.path.basename(sys.argv[0]) != script:
         return
+    if not _chief(os.environ.get("TF_CONFIG")):
+        return  # only the chief locks (another worker of its job runs beside it)
     values = flags.FlagValues()
     for name in ("output_dir", "run_dir", "shard"):
         flags.DEFINE_string(name, None, "", flag_values=values)
@@ -34,3 +37,18 @@ def refuse_held_run_dir(module_name, script, default_subdir=None):
     if locked:
         sys.stderr.write(f"FATAL {locked}\n")
         sys.exit(1)
+
+
+def _chief(tf_config):
+    """Whether this process is its job's chief by TF_CONFIG (as distribute.is_chief reads
+    a strategy's cluster): no cluster, the "chief" task, or worker 0 of a chief-less one."""
+    try:
+        spec = json.loads(tf_config) if tf_config else {}
+    except ValueError:
+        return True  # the strategy will say what is wrong with it
+    task = spec.get("task") or {}
+    if not task.get("type"):
+        return True
+    return task["type"] == "chief" or (
+        "chief" not in spec.get("cluster", {}) and task["type"] == "worker"
+        and int(task.get("index", 0)) == 0)
