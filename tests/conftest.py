@@ -126,10 +126,14 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def start_tiny_run(shared_dir, data_dir):
+def start_tiny_run(request, shared_dir, data_dir):
     """The first worker starts the session's tiny pipeline run as a background process (it
-    runs beside the other tests); `tiny_run` waits for it."""
+    runs beside the other tests); `tiny_run` waits for it. Not started when no selected
+    test needs it (a run of a few tests leaves no pipeline running after it)."""
     root = shared_dir / "tiny_run"
+    if not any("tiny_run" in getattr(item, "fixturenames", ())
+               for item in request.session.items):
+        return root
     with made_once(root) as first:
         if first:
             shutil.rmtree(root, ignore_errors=True)
