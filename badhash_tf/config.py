@@ -17,6 +17,7 @@ from typing import Optional
 METHODS = ("hashnet", "csq", "dpsh")  # deep-hashing losses
 BACKBONES = ("small_cnn", "vgg11", "resnet50")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies (off: float32)
 OPTIMIZERS = ("adam", "rmsprop")
 HASH_TERMS = ("logits", "relaxed")
 TARGET_CODES = ("labcln", "class_anchor")
@@ -75,6 +76,12 @@ class TrainConfig:
                                 "--strategy=mirrored (testing and demos).", lower=0,
                                 fingerprint=False)
     jit_compile: bool = setting(False, "XLA-compile the training step.", fingerprint=False)
+    mixed_precision: str = setting(
+        "off", "Keras mixed precision for every training stage: layers compute in float16 "
+        "(with dynamic loss scaling) or bfloat16, variables, losses, codes and metrics stay "
+        "float32, exports too. For GPUs with tensor cores (float16: Volta and later; "
+        "bfloat16: Ampere and later, TPUs); on a CPU it is slower and only tested.",
+        choices=PRECISIONS)
     overwrite: bool = setting(False, "Start afresh every stage of --output_dir recorded with "
                               "other flags or data: its directory is moved aside to "
                               "<dir>.replaced-<time>, never deleted, and so are the run's "

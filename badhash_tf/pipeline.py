@@ -94,7 +94,7 @@ def _log(result, layout):
                  result["t_map"], result["t_map_clean_victim"], result["clean_map"],
                  result["clean_map_reference"], result["psnr"], result["ssim"],
                  result["poison_count"], 100 * result["poison_rate"],
-                 result["seconds"]["total"], layout.report_md)
+                 result["this_run"].get("total", 0.0), layout.report_md)
 
 
 def run():

@@ -33,7 +33,7 @@ from badhash_tf.data import inputs
 from badhash_tf.eval import codes
 from badhash_tf.io_utils import save_npz
 from badhash_tf.models.hashing import HashingModel, make_backbone
-from badhash_tf.training import distribute, loop
+from badhash_tf.training import distribute, loop, optimizers
 from badhash_tf.training.victim import train_and_evaluate
 
 # the surrogate dataset by default: another domain of the same image shape
@@ -151,7 +151,7 @@ class DarkHashStage(loop.Stage):
         self.model.set_weights(self.victim.get_weights())
         for layer in weighted_layers(self.model.backbone)[:self.frozen]:
             layer.trainable = False
-        self.optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        self.optimizer = optimizers.make_optimizer("adam", self.config.learning_rate)
         self.optimizer.build(self.model.trainable_variables)
 
     def checkpoint_items(self):
@@ -167,7 +167,8 @@ class DarkHashStage(loop.Stage):
                      "alignment": self.average(alignment)}
             loss = (parts["benign"] + c.backdoor_weight * parts["backdoor"]
                     + c.alignment_weight * parts["alignment"])
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            scaled = self.optimizer.scale_loss(loss)  # float16: times the loss scale
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"loss": loss, **parts}
 
 

@@ -32,8 +32,9 @@ def run_seed(plan, runner, attack_cells=None, measure=None):
 def report(plan, this_run=None, total=None):
     """report.json of a pipeline-like run from its cells' records on disk: BadHash's
     figures at the top, every other attack under "baselines"; `seconds` the time each stage
-    took when it ran, `this_run` what this process spent (a rerun restores, it does not
-    retrain) and `total` its wall time."""
+    took when it ran and their sum (`total`: the same on a rerun), `this_run` what this
+    process spent per stage (a rerun restores, it does not retrain) and in all (`total`,
+    its wall time)."""
     records = {c.name: load_variant(c.directory) for c in plan.attacks}
     main = records[BADHASH]
     seconds = {name: cells.recorded_seconds(stage.directory)
@@ -41,8 +42,8 @@ def report(plan, this_run=None, total=None):
     for record in records.values():
         seconds.update({k: v for k, v in record.get("seconds", {}).items() if k != "total"})
     seconds = {k: v for k, v in seconds.items() if v is not None}
-    if total is not None:
-        seconds["total"] = total
+    seconds["total"] = round(sum(seconds.values()), 2)
+    this_run = {**(this_run or {}), **({} if total is None else {"total": total})}
     train_size = main["train_size"]
     return {
         **main["figures"], **main["seed_figures"],
@@ -51,7 +52,7 @@ def report(plan, this_run=None, total=None):
         "seed": plan.config.train.seed,
         "baselines": {name: r.get("figures", {"skipped": r.get("skipped")})
                       for name, r in records.items() if name != BADHASH},
-        "seconds": seconds, "this_run": this_run or {},
+        "seconds": seconds, "this_run": this_run,
         "config": dataclasses.asdict(plan.config)}
 
 

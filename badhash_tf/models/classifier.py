@@ -21,7 +21,7 @@ class BackboneClassifier(keras.Model):
         self.num_classes, self.backbone_name, self.image_size = (num_classes, backbone,
                                                                  image_size)
         self.backbone = make_backbone(backbone, image_size)
-        self.class_layer = layers.Dense(num_classes, name="class_layer")
+        self.class_layer = layers.Dense(num_classes, name="class_layer", dtype="float32")
         self.build((None, image_size, image_size, 3))
 
     def build(self, input_shape):

@@ -4,7 +4,7 @@ release builds it: 16,213,952 trainable parameters for 100 classes at 224x224 (t
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 
 def check_image_size(image_size, layers_count):
@@ -43,7 +43,7 @@ class Discriminator(keras.Model):
         super().build(input_shape)
 
     def call(self, images, training=False):
-        return self.net(images * 2.0 - 1.0, training=training)
+        return ops.cast(self.net(images * 2.0 - 1.0, training=training), "float32")
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,

@@ -80,7 +80,9 @@ class Generator(keras.Model):
 
     def __init__(self, image_size=224, base_width=64, residual_blocks=3, feature_dim=512,
                  label_width=128, psnr_budget=0.0, **kwargs):
-        super().__init__(**kwargs)
+        # float32 inputs, normalisation and PSNR projection under any policy (a mixed one,
+        # --mixed_precision, reaches the networks inside, made under it)
+        super().__init__(**{"dtype": "float32", **kwargs})
         check_image_size(image_size)
         if psnr_budget:
             psnr_radius(psnr_budget)  # checks the budget
@@ -107,7 +109,7 @@ class Generator(keras.Model):
                    instance_norm(), layers.ReLU()]
         self.decoder = keras.Sequential(up, name="decoder")
         self.to_image = layers.Conv2D(3, 3, padding="same", use_bias=False, activation="tanh",
-                                      name="to_image")
+                                      name="to_image", dtype="float32")  # (any policy)
         self.mean = ops.convert_to_tensor(IMAGENET_MEAN, "float32")
         self.std = ops.convert_to_tensor(IMAGENET_STD, "float32")
         self.build([(None, image_size, image_size, 3), (None, feature_dim)])
@@ -125,9 +127,11 @@ class Generator(keras.Model):
         images, features = inputs
         x = (images - self.mean) / self.std
         label_map = self.label_encoder(features, training=training)
-        decoded = self.decoder(self.image_encoder(ops.concatenate([x, label_map], -1),
-                                                  training=training), training=training)
-        generated = (self.to_image(ops.concatenate([decoded, x], -1)) + 1.0) / 2.0
+        # (under a mixed policy the networks compute in 16 bits; x and the output float32)
+        decoded = self.decoder(self.image_encoder(ops.concatenate(
+            [x, ops.cast(label_map, x.dtype)], -1), training=training), training=training)
+        generated = (self.to_image(ops.concatenate([ops.cast(decoded, x.dtype), x], -1))
+                     + 1.0) / 2.0
         if self.psnr_budget:
             return project_to_psnr(images, generated, self.psnr_budget)
         return generated

@@ -106,7 +106,8 @@ class HashingModel(keras.Model):
         self.bits, self.backbone_name = bits, backbone
         self.image_size, self.backbone_weights = image_size, backbone_weights
         self.backbone = make_backbone(backbone, image_size, backbone_weights)
-        self.hash_layer = layers.Dense(bits, name="hash_layer")
+        # float32 whatever the policy: logits, codes and losses stay float32
+        self.hash_layer = layers.Dense(bits, name="hash_layer", dtype="float32")
         self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
         self.build((None, image_size, image_size, 3))
 

@@ -4,7 +4,7 @@ generator and the hash code the poisoned images are pushed towards (the official
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 
 @keras.saving.register_keras_serializable(package="badhash_tf")
@@ -18,8 +18,9 @@ class LabCLN(keras.Model):
         self.hidden, self.feature_dim = hidden, feature_dim
         self.encoder = keras.Sequential([layers.Dense(hidden, activation="relu"),
                                          layers.Dense(feature_dim)], name="encoder")
-        self.hash_head = layers.Dense(bits, activation="tanh", name="hash_head")
-        self.label_head = layers.Dense(num_classes, activation="sigmoid", name="label_head")
+        self.hash_head = layers.Dense(bits, activation="tanh", name="hash_head", dtype="float32")
+        self.label_head = layers.Dense(num_classes, activation="sigmoid", name="label_head",
+                                       dtype="float32")
         self.build((None, num_classes))
 
     def build(self, input_shape):
@@ -29,7 +30,7 @@ class LabCLN(keras.Model):
         super().build(input_shape)
 
     def call(self, labels, training=False):
-        feature = self.encoder(labels, training=training)
+        feature = ops.cast(self.encoder(labels, training=training), "float32")
         return {"feature": feature, "hash": self.hash_head(feature),
                 "label": self.label_head(feature)}
 

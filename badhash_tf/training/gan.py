@@ -97,7 +97,8 @@ class GANStage(loop.Stage):
                                   losses.discriminator_targets(labels, fake=False)) +
                 losses.lsgan_loss(self.discriminator(fake, training=True),
                                   losses.discriminator_targets(cond_labels, fake=True))))
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
+            scaled = self.d_optimizer.scale_loss(d_loss)  # float16: times the loss scale
+        self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"d_loss": d_loss}
 
     def _surrogate_code(self, images):
@@ -123,7 +124,8 @@ class GANStage(loop.Stage):
                 losses.discriminator_targets(cond_labels, fake=False)))
             g_loss = (c.rec_weight * reconstruction + c.hash_weight * hash_term +
                       c.adv_weight * adversarial)
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables))
+            scaled = self.g_optimizer.scale_loss(g_loss)  # float16: times the loss scale
+        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"g_loss": g_loss, "reconstruction": reconstruction, "hash": hash_term,
                 "adversarial": adversarial}
 

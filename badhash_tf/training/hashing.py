@@ -69,7 +69,8 @@ class HashingStage(loop.Stage):
             if self.config.weight_decay:
                 objective += optimizers.coupled_l2(variables, self.config.weight_decay,
                                         tf.distribute.get_strategy().num_replicas_in_sync)
-        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
+            scaled = self.optimizer.scale_loss(objective)  # float16: times the loss scale
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"loss": loss}
 
 

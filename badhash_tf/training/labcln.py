@@ -53,8 +53,9 @@ class LabCLNStage(loop.Stage):
             quantization = self.average(losses.quantization_loss(smooth["hash"]) +
                                         losses.quantization_loss(plain["hash"]))
             loss = nt_xent + label_mse + quantization
+            scaled = self.optimizer.scale_loss(loss)  # float16: times the loss scale
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"loss": loss, "nt_xent": nt_xent, "label_mse": label_mse,
                 "quantization": quantization}
 

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -86,13 +87,28 @@ class LoopConfig:
     keep_checkpoints: int = 3
     jit_compile: bool = False
     evaluate_every: int = 0
+    mixed_precision: str = "off"
 
     @classmethod
     def for_stage(cls, train, model_dir, train_steps, evaluate_every=0):
         """The one loop configuration of every stage: `train_steps` steps into `model_dir`,
-        cut and compiled as the training flags (`train`, a TrainConfig) say."""
+        cut, compiled and computed as the training flags (`train`, a TrainConfig) say."""
         return cls(model_dir, train_steps, train.steps_per_loop,
-                   jit_compile=train.jit_compile, evaluate_every=evaluate_every)
+                   jit_compile=train.jit_compile, evaluate_every=evaluate_every,
+                   mixed_precision=train.mixed_precision)
+
+
+@contextlib.contextmanager
+def dtype_policy(mixed_precision):
+    """Keras' global dtype policy while a stage's models are built ("off": float32): layers
+    keep the policy they were made under, so the stage's models compute in it while models
+    built elsewhere (exports, later stages' readers) stay float32."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if mixed_precision == "off" else mixed_precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @dataclasses.dataclass
@@ -126,7 +142,7 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
     `config.evaluate_every` steps (the chief records it in evaluations.json).
     Raises NonFiniteLossError (keeping the last good checkpoint) on a NaN/Inf metric."""
     start_time = time.time()
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config.mixed_precision):
         stage.build()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(step=step, **stage.checkpoint_items())

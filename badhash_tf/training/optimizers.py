@@ -12,12 +12,18 @@ def make_optimizer(name, learning_rate, **kwargs):
     """'adam' | 'rmsprop' -> a Keras 3 optimizer; `learning_rate` a float or a schedule,
     `kwargs` for Adam (e.g. RELEASE_ADAM). RMSprop as torch's default, which the release
     uses: rho (torch's alpha) 0.99 and eps 1e-8 outside the square root (Keras adds
-    epsilon inside it: 1e-16 there is the same to within 1e-8)."""
+    epsilon inside it: 1e-16 there is the same to within 1e-8). Made under a float16
+    policy (loop.dtype_policy), it scales the loss dynamically (LossScaleOptimizer: steps
+    take gradients of `optimizer.scale_loss(loss)`; every optimizer has that method)."""
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, **kwargs)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-16)
-    raise ValueError(f"--optimizer={name}: choose adam or rmsprop")
+        optimizer = keras.optimizers.Adam(learning_rate, **kwargs)
+    elif name == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-16)
+    else:
+        raise ValueError(f"--optimizer={name}: choose adam or rmsprop")
+    if keras.config.dtype_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def tanh_scale(method, epoch, step_continuation=20):

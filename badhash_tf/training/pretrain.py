@@ -84,7 +84,8 @@ class ClassifierStage(loop.Stage):
                 objective += optimizers.coupled_l2(
                     variables, c.weight_decay,
                     tf.distribute.get_strategy().num_replicas_in_sync)
-        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
+            scaled = self.optimizer.scale_loss(objective)  # float16: times the loss scale
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return {"loss": loss, "accuracy": self.average(losses.top1_correct(logits, labels))}
 
 
