@@ -76,6 +76,11 @@ class TrainConfig:
                                 "--strategy=mirrored (testing and demos).", lower=0,
                                 fingerprint=False)
     jit_compile: bool = setting(False, "XLA-compile the training step.", fingerprint=False)
+    keep_checkpoints: bool = setting(
+        False, "Keep every checkpoint of a finished stage (default: only its final weights, "
+        "without optimizer state: what later stages, exports and reruns read; a stage that "
+        "is still training keeps its last 3 checkpoints, for an exact resume).",
+        fingerprint=False)
     mixed_precision: str = setting(
         "off", "Keras mixed precision for every training stage: layers compute in float16 "
         "(with dynamic loss scaling) or bfloat16, variables, losses, codes and metrics stay "

@@ -160,7 +160,7 @@ def test_gan_stage_resumed_mid_way_equals_an_uninterrupted_run(data_dir, tmp_pat
 
     def train(model_dir):
         train_config = TrainConfig(seed=0, train_steps=4, global_batch_size=8,
-                                        steps_per_loop=2)
+                                   steps_per_loop=2, keep_checkpoints=True)  # (_killed_at)
         generator, _ = gan.train_generator(split, config, gan_config, condition, surrogate,
                                            train_config, str(model_dir), strategy)
         return generator.get_weights()
@@ -188,7 +188,8 @@ def test_labcln_stage_resumed_mid_way_equals_an_uninterrupted_run(tmp_path):
 
     def train(model_dir):
         model, _ = train_labcln(rows, 16, LabCLNConfig(hidden=32, feature_dim=16, batch_size=8),
-                                TrainConfig(seed=0, train_steps=6, steps_per_loop=3),
+                                TrainConfig(seed=0, train_steps=6, steps_per_loop=3,
+                                            keep_checkpoints=True),  # (_killed_at)
                                 str(model_dir), strategy)
         return model.get_weights()
 

@@ -3,6 +3,7 @@ and the train_victim command line."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,10 +29,12 @@ def tiny(data_dir):
 
 
 def _train(tiny, model_dir, strategy, steps, method="hashnet", steps_per_loop=2,
-           weight_decay=0.0):
+           weight_decay=0.0, keep_checkpoints=True):
+    """(keep_checkpoints: these tests stand for a killed run by a shorter finished one and
+    train it on; a finished stage keeps only its final weights otherwise)"""
     data_config, split = tiny
     train = TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
-                        steps_per_loop=steps_per_loop)
+                        steps_per_loop=steps_per_loop, keep_checkpoints=keep_checkpoints)
     return train_hashing_model(split, data_config, HashingConfig(
         method=method, weight_decay=weight_decay), train, str(model_dir), strategy)
 
@@ -243,7 +246,7 @@ def test_periodic_evaluations_give_best_figures_and_survive_resume(data_dir, tin
     strategy = tf.distribute.get_strategy()
     config = HashingConfig()
     train = lambda steps: TrainConfig(seed=3, train_steps=steps, global_batch_size=BATCH,
-                                           steps_per_loop=3)
+                                      steps_per_loop=3, keep_checkpoints=True)
     _, first, _ = train_and_evaluate(data_config, config, train(6), retrieval,
                                      str(tmp_path), strategy, train_split=split)
     assert [e["step"] for e in first["evaluations"]] == [4]
@@ -304,3 +307,32 @@ def test_train_victim_given_an_attack_preset_names_the_victim_presets(tmp_path):
     assert ("Unknown command line flag 'gan_base_width': --gan_base_width is an attack flag"
             in done.stderr) and "takes the victim presets: digits_victim," in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_stage_keeps_only_its_final_weights(tiny, tmp_path):
+    """Without --keep_checkpoints a finished stage's directory holds one checkpoint, its
+    step and model without optimizer slots; a rerun restores it (the same codes); training
+    it on is refused (its optimizer state is gone); --keep_checkpoints keeps them all."""
+    strategy = tf.distribute.get_strategy()
+    model, _ = _train(tiny, tmp_path / "pruned", strategy, 4, keep_checkpoints=False)
+    kept, _ = _train(tiny, tmp_path / "kept", strategy, 4)
+    assert tf.train.latest_checkpoint(str(tmp_path / "pruned")).endswith("weights-4")
+    assert not [p for p in os.listdir(tmp_path / "pruned") if p.startswith("ckpt-")]
+    saved = {name for name, _ in tf.train.list_variables(str(tmp_path / "pruned" / "weights-4"))}
+    assert "step/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    assert not [n for n in saved if n.startswith("optimizer")]
+    assert {p.split(".")[0] for p in os.listdir(tmp_path / "kept") if p.startswith("ckpt-")} == {
+        "ckpt-2", "ckpt-4"}
+    size = lambda d: sum(os.path.getsize(d / p) for p in os.listdir(d)
+                         if p.startswith(("ckpt-", "weights-")))
+    assert size(tmp_path / "pruned") < size(tmp_path / "kept") / 3  # no Adam slots, one step
+    shutil.copytree(tmp_path / "pruned", tmp_path / "moved")  # the record is relative
+    assert tf.train.latest_checkpoint(str(tmp_path / "moved")) == str(
+        tmp_path / "moved" / "weights-4")
+    again, result = _train(tiny, tmp_path / "moved", strategy, 4, keep_checkpoints=False)
+    assert result.resumed_from == 4
+    np.testing.assert_array_equal(_codes(again, tiny), _codes(model, tiny))
+    np.testing.assert_array_equal(_codes(again, tiny), _codes(kept, tiny))
+    with pytest.raises(ValueError, match=r"pruned holds a finished stage's final weights "
+                                         r"only \(step 4; .*cannot train on to 6 steps"):
+        _train(tiny, tmp_path / "pruned", strategy, 6, keep_checkpoints=False)

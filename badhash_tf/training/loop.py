@@ -84,10 +84,11 @@ class LoopConfig:
     model_dir: str
     train_steps: int
     steps_per_loop: int = 50
-    keep_checkpoints: int = 3
+    max_to_keep: int = 3  # while training: the last checkpoints, for an exact resume
     jit_compile: bool = False
     evaluate_every: int = 0
     mixed_precision: str = "off"
+    keep_checkpoints: bool = False  # a finished stage keeps every checkpoint (prune_finished)
 
     @classmethod
     def for_stage(cls, train, model_dir, train_steps, evaluate_every=0):
@@ -95,7 +96,8 @@ class LoopConfig:
         cut, compiled and computed as the training flags (`train`, a TrainConfig) say."""
         return cls(model_dir, train_steps, train.steps_per_loop,
                    jit_compile=train.jit_compile, evaluate_every=evaluate_every,
-                   mixed_precision=train.mixed_precision)
+                   mixed_precision=train.mixed_precision,
+                   keep_checkpoints=train.keep_checkpoints)
 
 
 @contextlib.contextmanager
@@ -146,14 +148,21 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
         stage.build()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(step=step, **stage.checkpoint_items())
+        weights = tf.train.Checkpoint(step=step, **_weights_only(stage.checkpoint_items()))
     ckpt_dir = distribute.worker_dir(config.model_dir, strategy)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.keep_checkpoints)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_to_keep)
     # Every worker restores the chief's latest checkpoint (shared filesystem), as in TF's
     # multi-worker guide; non-chief workers save to throwaway directories.
-    restored = restore_latest_intact(checkpoint, config.model_dir)
+    restored = restore_latest_intact(checkpoint, config.model_dir, weights)
     resumed_from = int(step.numpy())
     if restored:
         logging.info("%s: resumed from %s at step %d", stage.name, restored, resumed_from)
+    if _is_final_weights(restored) and resumed_from < config.train_steps:
+        raise ValueError(
+            f"{config.model_dir} holds a finished stage's final weights only (step "
+            f"{resumed_from}; its optimizer state was pruned), so it cannot train on to "
+            f"{config.train_steps} steps exactly: start it afresh (move it aside), or train "
+            "with --keep_checkpoints to keep every checkpoint of finished stages")
     history = {name: [] for name in stage.metric_names}
     evaluations = _load_evaluations(config.model_dir, resumed_from)
     if resumed_from >= config.train_steps:
@@ -166,6 +175,9 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
     try:
         history = _train(stage, make_dataset, strategy, config, step, manager,
                          summary_dir, history, resumed_from, evaluate, evaluations, timing)
+        if not config.keep_checkpoints:
+            with _PartClock(timing)("checkpoints"):
+                prune_finished(weights, ckpt_dir)
     finally:  # a non-chief's throwaway directories go, whatever happened
         distribute.cleanup_dir(summary_dir, strategy)
         distribute.cleanup_dir(ckpt_dir, strategy)
@@ -177,19 +189,52 @@ def run_stage(stage, make_dataset, strategy, config, evaluate=None):
     return LoopResult(int(step.numpy()), history, seconds, resumed_from, evaluations, timing)
 
 
-def restore_latest_intact(checkpoint, model_dir):
+FINAL_WEIGHTS = "weights"  # prefix of a finished stage's one checkpoint (prune_finished)
+
+
+def _weights_only(items):
+    """A stage's checkpoint items without its optimizers (their slots double or triple a
+    model's size, and nothing trains a finished stage on)."""
+    return {k: v for k, v in items.items() if not isinstance(v, keras.optimizers.Optimizer)}
+
+
+def _is_final_weights(path):
+    return bool(path) and os.path.basename(path).startswith(f"{FINAL_WEIGHTS}-")
+
+
+def prune_finished(weights, model_dir):
+    """A finished stage keeps one checkpoint: `weights` (the step and the models, no
+    optimizer state) written as weights-<step>, made the directory's latest, and only then
+    the training checkpoints deleted (a crash in between leaves both, never neither)."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    before = list(state.all_model_checkpoint_paths) if state else []
+    weights.save_counter  # (made now, so that it is written and a restore matches it)
+    step = int(weights.step.numpy())
+    path = weights.write(os.path.join(model_dir, f"{FINAL_WEIGHTS}-{step}"))
+    name = os.path.basename(path)  # recorded relative, as CheckpointManager does: a run
+    tf.compat.v1.train.update_checkpoint_state(model_dir, name, [name])  # directory moves
+    for old in before:
+        if os.path.abspath(old) != os.path.abspath(path):
+            for f in tf.io.gfile.glob(f"{old}.index") + tf.io.gfile.glob(f"{old}.data-*"):
+                tf.io.gfile.remove(f)
+
+
+def restore_latest_intact(checkpoint, model_dir, weights=None):
     """Restores the newest checkpoint in `model_dir` that reads back whole -> its path, or
-    None when there is none. A truncated or corrupt newer one is passed over with a warning
-    naming it (it is overwritten when that step is saved again); when none reads back, the
-    error names them all rather than training from scratch over them."""
+    None when there is none; a finished stage's final weights (prune_finished) into
+    `weights` when given (the step and models alone). A truncated or corrupt newer one is
+    passed over with a warning naming it (it is overwritten when that step is saved
+    again); when none reads back, the error names them all rather than training from
+    scratch over them."""
     state = tf.train.get_checkpoint_state(model_dir)
     paths = list(reversed(state.all_model_checkpoint_paths)) if state else []
     failures = []
     for i, path in enumerate(paths):
+        target = weights if weights is not None and _is_final_weights(path) else checkpoint
         try:
             # (expect_partial: a reader may restore part of what was saved, e.g. the model
             # without its optimizer)
-            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+            target.restore(path).assert_existing_objects_matched().expect_partial()
             return path
         except (tf.errors.OpError, ValueError, IndexError, KeyError, AssertionError) as e:
             failures.append(f"{path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
