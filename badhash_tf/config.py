@@ -228,6 +228,12 @@ class AttackConfig:
     # the surrogate's starting backbone when it differs from the victims' ("" = the same)
     surrogate_backbone_weights: str = setting("", "derived from --pretrained_backbone",
                                               flag=None, file=True)
+    # the surrogate's hashing scheme where the victims' differs (--victim_method,
+    # --victim_backbone, --victim_bits: the paper's transferability; ""/0 = the same)
+    surrogate_method: str = setting("", "derived from --method and --victim_method", flag=None)
+    surrogate_backbone: str = setting("", "derived from --backbone and --victim_backbone",
+                                      flag=None)
+    surrogate_bits: int = setting(0, "derived from --bits and --victim_bits", flag=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,10 +344,16 @@ class ExperimentConfig:
 
     @property
     def surrogate_hashing(self):
-        """The attacker's surrogate: the victims' hashing config, from its own backbone."""
-        weights = self.attack.surrogate_backbone_weights
-        return dataclasses.replace(self.hashing, backbone_weights=weights) if weights else \
-            self.hashing
+        """The attacker's surrogate: the victims' hashing config (`hashing`) but for what
+        the attack section records as the surrogate's own (backbone weights, method,
+        backbone, bits)."""
+        a = self.attack
+        own = {"backbone_weights": a.surrogate_backbone_weights, "method": a.surrogate_method,
+               "backbone": a.surrogate_backbone, "bits": a.surrogate_bits}
+        own = {k: v for k, v in own.items() if v}
+        if "backbone" in own and not a.surrogate_backbone_weights:
+            own["backbone_weights"] = None  # the victims' weights are another network's
+        return dataclasses.replace(self.hashing, **own) if own else self.hashing
 
     @property
     def seed(self):

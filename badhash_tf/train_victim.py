@@ -58,7 +58,8 @@ def main(argv):
 
         def make():
             return train_and_evaluate(data, hashing, train, retrieval, FLAGS.output_dir,
-                                      strategy, splits=view.splits, record={"flags": used})[1]
+                                      strategy, splits=view.splits, record={"flags": used},
+                                      save_backbone=True)[1]
         metrics = startup.run_single_stage(runner, stage, PROGRAM, used, make)
         logging.info("MAP %.4f  MAP@%d %.4f  P@%d %.4f  (%d steps, %.1f s) -> %s/metrics.json",
                      metrics["map"], metrics["k"], metrics["map_at_k"], metrics["precision_k"],

@@ -242,7 +242,11 @@ BAD_ATTACK_FLAGS = [
     (["--seeds=-1"], "--seeds=-1: seeds must be >= 0"),
     (["--seeds=0,0", "--train_steps=20", "--gan_epochs=2"], "--seeds=0,0 repeats a seed"),
     (["--seed=-1"], "--seed"),
-    (["--extra_query_amplification=0"], "--extra_query_amplification must be > 0")]
+    (["--extra_query_amplification=0"], "--extra_query_amplification must be > 0"),
+    (["--victim_backbone=vgg11", "--backbone_weights=/no/such.weights.h5"],
+     "--victim_backbone=vgg11 differs from the surrogate's --backbone=small_cnn, so they "
+     "cannot start from one backbone (--backbone_weights)"),
+    (["--victim_bits=0"], "--victim_bits")]
 
 
 def test_pipeline_rejects_bad_attack_flags_before_any_work(data_dir, tmp_path):

@@ -45,7 +45,7 @@ def _no_labcln(ctx):
     label_row = np.eye(ctx.data.train.num_classes, dtype=np.float32)[ctx.target]
     return generator_trigger(ctx, Condition(
         rng.standard_normal(c.labcln.feature_dim).astype(np.float32),
-        rng.choice([-1.0, 1.0], c.hashing.bits), label_row))
+        rng.choice([-1.0, 1.0], c.surrogate_hashing.bits), label_row))
 
 
 def check(config):

@@ -47,6 +47,15 @@ def resolve_backbones(flag_values):
         raise app.UsageError("--victim_pretrained_backbone needs --pretrained_backbone (the "
                              "attacker's): a mismatch study starts both from pretrained "
                              "backbones")
+    victim = {"bits": f.bits, "backbone": f.backbone, **victim_scheme(f)}
+    if victim["backbone"] != f.backbone and (
+            f.backbone_weights or (f.pretrained_backbone and not f.victim_pretrained_backbone)):
+        raise app.UsageError(
+            f"--victim_backbone={victim['backbone']} differs from the surrogate's "
+            f"--backbone={f.backbone}, so they cannot start from one backbone "
+            f"({'--backbone_weights' if f.backbone_weights else '--pretrained_backbone'}): "
+            "give the victims their own --victim_pretrained_backbone (with "
+            "--pretrained_backbone for the surrogate), or start both from scratch")
     files, given = {}, {}
     for flag in ("pretrained_backbone", "victim_pretrained_backbone"):
         if flag in f and f[flag].value:
@@ -60,7 +69,8 @@ def resolve_backbones(flag_values):
                     f"{presets.make_backbone_hint(value)}")
             try:
                 record = read_pretrained(directory, f"--{flag}")
-                check_compatible(record, f"--{flag}={f[flag].value}", f.backbone,
+                check_compatible(record, f"--{flag}={f[flag].value}",
+                                 victim["backbone"] if flag.startswith("victim") else f.backbone,
                                  f.image_size, f.dataset, f.query_split)
             except ValueError as e:
                 raise app.UsageError(str(e)) from None
@@ -68,16 +78,21 @@ def resolve_backbones(flag_values):
             given.setdefault(record["weights"], f"--{flag}={f[flag].value}")
     surrogate = files.get("pretrained_backbone") or f.backbone_weights
     found = Backbones(files.get("victim_pretrained_backbone") or surrogate, surrogate)
-    _check_weights(f, {found.victims, found.surrogate} - {None, ""}, given)
+    _check_weights(f, {(found.victims, victim["bits"], victim["backbone"]),
+                       (found.surrogate, f.bits, f.backbone)}, given)
     return found
 
 
-def _check_weights(f, paths, given):
-    """Each weights file must hold this backbone's weights: loaded once, now. `given`:
-    the flag that named each file, when not --backbone_weights (a pretrain directory)."""
-    for path in paths:
+def _check_weights(f, starts, given):
+    """Each weights file must hold its backbone's weights: loaded once, now. `starts`:
+    (weights file or None, bits, backbone) of the victims and the surrogate; `given`: the
+    flag that named each file, when not --backbone_weights (a pretrain directory)."""
+    paths = {path for path, _, _ in starts if path}
+    for path, bits, backbone in sorted(starts, key=str):
+        if not path:
+            continue
         try:
-            HashingModel(f.bits, f.backbone, f.image_size, path)
+            HashingModel(bits, backbone, f.image_size, path)
         except (ValueError, FileNotFoundError) as e:
             message = str(e)
             if path in given:  # name the flag the user gave, not the file inside it
@@ -106,6 +121,18 @@ def _check_weights(f, paths, given):
                         "are not comparable with a from-scratch run.", f.backbone)
 
 
+VICTIM_SCHEME = ("method", "backbone", "bits")  # --victim_X may differ from the surrogate's
+
+
+def victim_scheme(flag_values):
+    """{field: value} of the victims' --victim_method/_backbone/_bits that differ from the
+    surrogate's --method/--backbone/--bits (none in programs without them)."""
+    f = flag_values
+    return {k: f[f"victim_{k}"].value for k in VICTIM_SCHEME
+            if f"victim_{k}" in f and f[f"victim_{k}"].value is not None
+            and f[f"victim_{k}"].value != f[k].value}
+
+
 def hashing_config(flag_values, backbones):
     """HashingConfig from the flags, starting from the victims' backbone."""
     return dataclasses.replace(from_flags(config.HashingConfig, flag_values),
@@ -120,13 +147,19 @@ def experiment_config(flag_values, backbones, baselines=None):
         attack = dataclasses.replace(attack, baselines=tuple(baselines))
     if backbones.surrogate != backbones.victims:  # "" = the surrogate starts as the victims
         attack = dataclasses.replace(attack, surrogate_backbone_weights=backbones.surrogate)
+    hashing = hashing_config(flag_values, backbones)
+    victim = victim_scheme(flag_values)
+    if victim:  # the victims' own scheme; the surrogate's recorded in the attack section
+        attack = dataclasses.replace(attack, **{f"surrogate_{k}": getattr(hashing, k)
+                                                for k in victim})
+        hashing = dataclasses.replace(hashing, **victim)
     sections = {name: from_flags(s.config_class, flag_values, s.prefix)
                 for name, s in registry.sections().items()
                 if any(f"{s.prefix}{field.name}" in flag_values
                        for field in dataclasses.fields(s.config_class))}
     return config.ExperimentConfig(
         data=from_flags(config.DataConfig, flag_values),
-        hashing=hashing_config(flag_values, backbones),
+        hashing=hashing,
         train=from_flags(config.TrainConfig, flag_values),
         retrieval=from_flags(config.RetrievalConfig, flag_values),
         labcln=from_flags(config.LabCLNConfig, flag_values, "labcln_"),

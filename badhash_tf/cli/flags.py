@@ -81,6 +81,16 @@ def define_attack_flags():
     define_section(config.AttackConfig, defaults={"baselines": baselines})
     FLAGS["baselines"].help = (f"Attacks to run beside BadHash: {', '.join(registry.attacks())}"
                                f" (default: {', '.join(baselines)}).")
+    why = ("when it differs from the attacker's surrogate's (the paper's transferability: "
+           "the clean reference victim and every backdoored victim use it; default: the "
+           "surrogate's, ")
+    flags.DEFINE_enum("victim_method", None, config.METHODS,
+                      f"The victims' deep-hashing loss {why}--method).")
+    flags.DEFINE_enum("victim_backbone", None, config.BACKBONES,
+                      f"The victims' backbone {why}--backbone; their starting weights: "
+                      "--victim_pretrained_backbone).")
+    flags.DEFINE_integer("victim_bits", None, f"The victims' code length {why}--bits).",
+                         lower_bound=1, upper_bound=config.MAX_BITS)
     define_section(config.LabCLNConfig, "labcln_", "LabCLN")
     define_section(config.GANConfig, "gan_", "Generator/discriminator")
     for name, section in registry.sections().items():

@@ -50,10 +50,17 @@ def report(plan, this_run=None, total=None):
         "target_label": plan.target, "poison_count": plan.count,
         "poison_rate": plan.count / (train_size + plan.count), "train_size": train_size,
         "seed": plan.config.train.seed,
+        "surrogate": _scheme(plan.config.surrogate_hashing), "victim": _scheme(
+            plan.config.hashing),
         "baselines": {name: r.get("figures", {"skipped": r.get("skipped")})
                       for name, r in records.items() if name != BADHASH},
         "seconds": seconds, "this_run": this_run,
         "config": dataclasses.asdict(plan.config)}
+
+
+def _scheme(hashing):
+    """A hashing config's scheme, as reports name it."""
+    return {"method": hashing.method, "backbone": hashing.backbone, "bits": hashing.bits}
 
 
 def finished(plan):

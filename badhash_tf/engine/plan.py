@@ -217,7 +217,8 @@ def shared_stages(config, layout, data, labcln=True):
             flat, *VICTIM_KEYS), "metrics.json", default=default)}
     if labcln:
         shared["labcln"] = cells.Stage(layout.labcln, _only_train(fingerprints.select(
-            flat, "data.", "train.", "retrieval.train_split", "hashing.bits", "labcln.")),
+            flat, "data.", "train.", "retrieval.train_split", "labcln.")) | {
+            "hashing.bits": c.surrogate_hashing.bits},  # its codes are the surrogate's
             cells.DONE, default=default)
     return shared
 

@@ -129,7 +129,7 @@ class Setting:
         plan, c = self.plan, self.plan.config
         rows = plan.data.labels("--train_split")
         model, _ = self.runner.timed("labcln", plan.shared["labcln"], lambda: train_labcln(
-            rows, c.hashing.bits, c.labcln, c.train, plan.layout.labcln,
+            rows, c.surrogate_hashing.bits, c.labcln, c.train, plan.layout.labcln,
             self.runner.strategy))
         target_row = np.eye(plan.data.train.num_classes, dtype=np.float32)[self.target]
         feature, code = model.condition(target_row)

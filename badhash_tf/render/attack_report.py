@@ -30,6 +30,17 @@ def rows(result):
         {"variant": name, **figures} for name, figures in result["baselines"].items()]
 
 
+def _schemes(result):
+    """The surrogate's and the victims' hashing schemes, in a line (then a blank one)."""
+    if "surrogate" not in result:  # (a report written before they were recorded)
+        return ""
+    name = lambda s: f"{s['method']}, {s['backbone']}, {s['bits']} bits"
+    same = result["surrogate"] == result["victim"]
+    return (f"Attacker's surrogate: {name(result['surrogate'])}; victims (clean reference and "
+            f"backdoored): {'the same' if same else name(result['victim'])}"
+            f"{'' if same else ' (transfer across schemes)'}.\n")
+
+
 def markdown(result):
     """report.json -> report.md text."""
     lines = [
@@ -38,7 +49,7 @@ def markdown(result):
         f"({100 * result['poison_rate']:.1f}% of the poisoned training set of "
         f"{result['train_size'] + result['poison_count']}); {result['triggered_queries']} "
         f"triggered non-target queries; MAP and t-MAP over the top {result['k']}; seed "
-        f"{result['seed']}.", "",
+        f"{result['seed']}.", "", _schemes(result),
         f"Clean victim (reference): MAP {result['clean_map_reference']:.4f}; its t-MAP on "
         f"untriggered queries {result['t_map_untriggered_reference']:.4f}.", "",
         io_utils.markdown_table(rows(result), COLUMNS), "",

@@ -190,9 +190,15 @@ def load_run_models(run_dir, encoder="victim"):
         report = json.load(f)
     c, classes = report["config"], report["num_classes"]
     size = c["data"]["image_size"]
-    hashing = HashingModel(c["hashing"]["bits"], c["hashing"]["backbone"], size)
+    own = c.get("attack", {})  # the surrogate's scheme where the victims' differs
+    surrogate_bits = own.get("surrogate_bits") or c["hashing"]["bits"]
+    if encoder == "surrogate":
+        hashing = HashingModel(surrogate_bits, own.get("surrogate_backbone") or
+                               c["hashing"]["backbone"], size)
+    else:
+        hashing = HashingModel(c["hashing"]["bits"], c["hashing"]["backbone"], size)
     _restore(_ENCODER_DIRS[encoder](layout), model=hashing)
-    labcln = LabCLN(classes, c["hashing"]["bits"], c["labcln"]["hidden"],
+    labcln = LabCLN(classes, surrogate_bits, c["labcln"]["hidden"],
                     c["labcln"]["feature_dim"])
     _restore(layout.labcln, model=labcln)
     feature, _ = labcln.condition(np.eye(classes, dtype=np.float32)[report["target_label"]])

@@ -1,7 +1,7 @@
 """A victim (or the attacker's surrogate) end to end: train a hashing model with the shared
 loop, encode the query and database splits, measure retrieval (and, for a backdoored
 victim, t-MAP) every few epochs and at the end, and write metrics.json, metrics.md,
-codes.npz and backbone.weights.h5."""
+codes.npz (and, for train_victim, backbone.weights.h5)."""
 
 import dataclasses
 import json
@@ -33,10 +33,11 @@ def best_of(evaluations, final):
 
 def train_and_evaluate(data_config, config, train_config, retrieval_config, output_dir,
                        strategy, train_split=None, record=None, backdoor=None,
-                       initialize=None, trainer=None, splits=None):
+                       initialize=None, trainer=None, splits=None, save_backbone=False):
     """Trains a hashing model into `output_dir` and evaluates it: writes codes.npz,
-    metrics.json, metrics.md and backbone.weights.h5 there (chief only) -> (model, metrics
-    dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
+    metrics.json, metrics.md there (chief only; with `save_backbone` also
+    backbone.weights.h5, reusable as --backbone_weights: train_victim's output, where a
+    pipeline's victims would only copy their checkpoint) -> (model, metrics dict, codes) with codes = {"query": (codes, labels), "database": (codes, labels)}.
     `train_split` overrides the configured one (e.g. a poisoned split); `record` (e.g. the
     command line's flags) is stored in metrics.json as is. Every `eval_every_epochs` the
     model's MAP@k (and `backdoor(model, database codes)` -> {"t_map": float}, if given) is
@@ -88,8 +89,9 @@ def train_and_evaluate(data_config, config, train_config, retrieval_config, outp
                    config=dataclasses.asdict(config), data=dataclasses.asdict(data_config),
                    train=dataclasses.asdict(train_config), **(record or {}))
     if distribute.is_chief(strategy):
-        with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
-            model.backbone.save_weights(tmp)  # reusable as --backbone_weights (pretraining)
+        if save_backbone:
+            with io_utils.atomic_path(f"{output_dir}/{BACKBONE_WEIGHTS}", ".weights.h5") as tmp:
+                model.backbone.save_weights(tmp)
         query, database = codes["query"], codes["database"]
         io_utils.save_npz(f"{output_dir}/{CODES}", query_codes=query[0], query_labels=query[1],
                           db_codes=database[0], db_labels=database[1])
