@@ -309,7 +309,7 @@ def test_train_victim_given_an_attack_preset_names_the_victim_presets(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_finished_stage_keeps_only_its_final_weights(tiny, tmp_path):
+def test_a_finished_stage_keeps_only_its_final_weights(tiny, tmp_path, monkeypatch):
     """Without --keep_checkpoints a finished stage's directory holds one checkpoint, its
     step and model without optimizer slots; a rerun restores it (the same codes); training
     it on is refused (its optimizer state is gone); --keep_checkpoints keeps them all."""
@@ -333,6 +333,10 @@ def test_a_finished_stage_keeps_only_its_final_weights(tiny, tmp_path):
     assert result.resumed_from == 4
     np.testing.assert_array_equal(_codes(again, tiny), _codes(model, tiny))
     np.testing.assert_array_equal(_codes(again, tiny), _codes(kept, tiny))
+    monkeypatch.chdir(tmp_path)  # a relative directory (a run's --output_dir=run) too
+    _train(tiny, "relative", strategy, 2, keep_checkpoints=False)
+    assert tf.train.latest_checkpoint("relative") == os.path.join("relative", "weights-2")
+    assert _train(tiny, "relative", strategy, 2, keep_checkpoints=False)[1].resumed_from == 2
     with pytest.raises(ValueError, match=r"pruned holds a finished stage's final weights "
                                          r"only \(step 4; .*cannot train on to 6 steps"):
         _train(tiny, tmp_path / "pruned", strategy, 6, keep_checkpoints=False)

@@ -211,8 +211,11 @@ def prune_finished(weights, model_dir):
     weights.save_counter  # (made now, so that it is written and a restore matches it)
     step = int(weights.step.numpy())
     path = weights.write(os.path.join(model_dir, f"{FINAL_WEIGHTS}-{step}"))
-    name = os.path.basename(path)  # recorded relative, as CheckpointManager does: a run
-    tf.compat.v1.train.update_checkpoint_state(model_dir, name, [name])  # directory moves
+    # the state file names it relative to the directory (as CheckpointManager does, so a
+    # run directory can move), whether `model_dir` is absolute or relative; atomic
+    name = os.path.basename(path)
+    io_utils.write_text(os.path.join(model_dir, "checkpoint"),
+                        f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
     for old in before:
         if os.path.abspath(old) != os.path.abspath(path):
             for f in tf.io.gfile.glob(f"{old}.index") + tf.io.gfile.glob(f"{old}.data-*"):
