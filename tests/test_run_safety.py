@@ -71,9 +71,9 @@ def test_a_pretrain_directory_of_another_architecture_names_the_flag_given(tmp_p
     with pytest.raises(app.UsageError, match=rf"^--pretrained_backbone={tmp_path} \(its "
                                              r"backbone.weights.h5\): not the weights of this "
                                              r"--backbone=small_cnn"):
-        configs._check_weights(flags_, {weights}, given)
+        configs._check_weights(flags_, {(weights, 16, "small_cnn")}, given)
     with pytest.raises(app.UsageError, match=rf"^--backbone_weights={weights}: not the "):
-        configs._check_weights(flags_, {weights}, {})
+        configs._check_weights(flags_, {(weights, 16, "small_cnn")}, {})
 
 
 def test_another_programs_run_directory_is_refused_naming_both(tmp_path):
