@@ -9,8 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
-from badhash_tf import io_utils
-from badhash_tf.cli import presets
+from badhash_tf import io_utils, presets
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -16,8 +16,8 @@ import os
 
 from absl import flags, logging
 
-from badhash_tf import io_utils, registry
-from badhash_tf.cli import configs, presets, startup
+from badhash_tf import io_utils, presets, registry
+from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DefenseConfig
 from badhash_tf.console import run_program

@@ -17,7 +17,7 @@ import time
 
 from absl import flags, logging
 
-from badhash_tf.cli import presets
+from badhash_tf import presets
 from badhash_tf.console import run_program
 
 flags.DEFINE_string("output_dir", "badhash-demo", "Where the attack, the frontier and the "

@@ -14,8 +14,8 @@ early.refuse_held_run_dir(__name__, "badhash-pipeline")  # before TensorFlow loa
 
 from absl import flags, logging
 
-from badhash_tf import io_utils
-from badhash_tf.cli import configs, presets, startup
+from badhash_tf import io_utils, presets
+from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.console import run_program
 from badhash_tf.engine import cells, plan as planning

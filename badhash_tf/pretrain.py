@@ -13,8 +13,8 @@ early.refuse_held_run_dir(__name__, "badhash-pretrain")  # before TensorFlow loa
 
 from absl import flags, logging
 
-from badhash_tf import fingerprints
-from badhash_tf.cli import configs, presets, startup
+from badhash_tf import fingerprints, presets
+from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DataConfig, PretrainConfig, TrainConfig
 from badhash_tf.console import run_program

@@ -14,8 +14,8 @@ early.refuse_held_run_dir(__name__, "badhash-probe")  # before TensorFlow loads
 
 from absl import flags, logging
 
-from badhash_tf import registry
-from badhash_tf.cli import configs, presets, startup
+from badhash_tf import presets, registry
+from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.console import run_program
 from badhash_tf.engine.stages import Runner

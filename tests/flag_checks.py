@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from badhash_tf.cli import presets
+from badhash_tf import presets
 
 
 def run_cases(module_name, cases):

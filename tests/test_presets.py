@@ -13,8 +13,7 @@ import zipfile
 import pytest
 from absl import flags
 
-from badhash_tf import demo
-from badhash_tf.cli import presets
+from badhash_tf import demo, presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)

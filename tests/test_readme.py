@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from badhash_tf.cli import presets
+from badhash_tf import presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)

@@ -7,8 +7,7 @@ import os
 
 from absl import app, logging
 
-from badhash_tf import config, registry
-from badhash_tf.cli import presets
+from badhash_tf import config, presets, registry
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.training.pretrain import PRETRAIN_JSON, check_compatible, read_pretrained
 

@@ -1,5 +1,5 @@
-"""The shipped presets (badhash_tf/presets/NAME.cfg, package data; the checkout's flags/
-links to the same directory): `--preset=NAME` on any program's command line, from any
+"""The shipped presets (the NAME.cfg files beside this module, package data; the checkout's
+flags/ links to this directory): `--preset=NAME` on any program's command line, from any
 directory, stands for the preset's flags at that place (later flags override them), and a
 preset includes another with a `--preset=` line of its own. Also the cache where presets
 find what they name by name (the public pretrained backbone), outside any checkout."""
@@ -9,8 +9,7 @@ import sys
 
 from absl import flags
 
-PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "presets")
+PRESET_DIR = os.path.dirname(os.path.abspath(__file__))
 SUFFIX = ".cfg"
 CACHE_ENV = "BADHASH_TF_CACHE"
 FLAG = "preset"
