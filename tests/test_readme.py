@@ -48,8 +48,8 @@ def test_every_readme_command_and_flag_exists():
     anywhere = set().union(*(set(p["flags"]) for p in programs.values()))
     named = set(FLAG.findall(README)) - {"flagfile", "helpshort", "helpfull", "help"}
     others = {"rm", "port", "rest_api_port", "model_config_file", "enable_model_warmup",
-              "logdir", "replicas", "saved_model", "sizes", "xla"}  # docker, TF Serving,
-    # tensorboard, bench/ scripts
+              "logdir", "replicas", "saved_model", "sizes", "xla", "out", "log"}  # docker,
+    # TF Serving, tensorboard, bench/ scripts
     unknown = {f for f in named if f not in anywhere and f not in others}
     assert not unknown, sorted(unknown)
     for preset in set(re.findall(r"flags/[\w]+\.cfg", README)):
