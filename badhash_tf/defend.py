@@ -16,7 +16,7 @@ import os
 
 from absl import flags, logging
 
-from badhash_tf import io_utils, presets, registry
+from badhash_tf import io_utils, registry
 from badhash_tf.cli import configs, startup
 from badhash_tf.cli import flags as cli_flags
 from badhash_tf.config import DefenseConfig
@@ -38,7 +38,6 @@ flags.DEFINE_integer("seed", DefenseConfig().seed, "Seed of the clean subset, ST
 flags.DEFINE_bool("overwrite", False, "Start afresh every result made with other defense "
                   "settings: moved aside to <dir>.replaced-<time>, never deleted.")
 flags.mark_flag_as_required("run_dir")
-presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.defend"
 
