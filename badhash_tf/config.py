@@ -22,6 +22,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 HASH_TERMS = ("logits", "relaxed")
 TARGET_CODES = ("labcln", "class_anchor")
 AUGMENTS = ("none", "translate", "translate_flip")
+TRIGGER_COLOURS = ("auto", "grey", "colour")  # auto: grey when the training images are grey
 ROUNDING = 0.5 / 255.0  # the largest change 8-bit rounding makes to a value in [0, 1]
 MAX_PSNR_BUDGET = -20.0 * math.log10(2 * ROUNDING)  # 48.1 dB: rounding alone may reach it
 # Code lengths past this are refused: the paper's are 16-64; 4096 bits already make every
@@ -234,6 +235,14 @@ class AttackConfig:
     surrogate_backbone: str = setting("", "derived from --backbone and --victim_backbone",
                                       flag=None)
     surrogate_bits: int = setting(0, "derived from --bits and --victim_bits", flag=None)
+    trigger_colour: str = setting(
+        "auto", "grey: every generated or optimised trigger changes R, G and B equally (a "
+        "coloured perturbation of a grey image is a tell); colour: per channel; auto: grey "
+        "when the training split's images are grey (R = G = B), as the digits and "
+        "Fashion-MNIST are.", choices=TRIGGER_COLOURS, fingerprint=False)
+    # --trigger_colour resolved against the data (engine/plan.py): what the triggers do
+    grey_triggers: bool = setting(False, "derived from --trigger_colour and the data",
+                                  flag=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,7 +92,8 @@ _FLAG_NAMES = {  # fields set by other flags than their own names
     "hashing.backbone_weights": "--pretrained_backbone / --victim_pretrained_backbone / "
                                 "--backbone_weights (the victims' backbone)",
     "attack.surrogate_backbone_weights": "--pretrained_backbone (the surrogate's backbone)",
-    "attack.extra_query_amplifications": "--extra_query_amplification"}
+    "attack.extra_query_amplifications": "--extra_query_amplification",
+    "attack.grey_triggers": "--trigger_colour (grey triggers, resolved against the data)"}
 
 
 def flag_name(key):

@@ -21,7 +21,8 @@ def generator_trigger(ctx, condition):
     Trigger: G(x, feature), 8-bit."""
     c = ctx.config
     model, _ = train_generator(ctx.data.train, c.data, c.gan, condition, lambda: ctx.surrogate,
-                               c.train, ctx.path("generator"), ctx.strategy)
+                               c.train, ctx.path("generator"), ctx.strategy,
+                               grey=c.attack.grey_triggers)
     return triggers.Trigger(triggers.generator_trigger(model, condition.feature))
 
 

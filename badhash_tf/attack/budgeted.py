@@ -28,37 +28,52 @@ def _project_l2(delta, radius):
     return delta * tf.minimum(1.0, radius / (norm + 1e-12))
 
 
-def additive(delta):
-    """The trigger adding one fixed perturbation [S, S, 3] to every image, 8-bit."""
+def additive(delta, grey=False):
+    """The trigger adding one fixed perturbation [S, S, 3] to every image, 8-bit (`grey`:
+    made the same in R, G and B first)."""
     delta = tf.constant(delta, tf.float32)
+    if grey:
+        delta = triggers.grey_perturbation(delta)
     return triggers.trigger_function(lambda images: triggers.quantize(images + delta))
 
 
+def _projector(radius, grey):
+    """delta -> delta in the L2 ball of `radius` (and, `grey`, the same in R, G and B:
+    projections onto that subspace and the ball commute)."""
+    if grey:
+        return lambda delta: _project_l2(triggers.grey_perturbation(delta), radius)
+    return lambda delta: _project_l2(delta, radius)
+
+
 def universal_perturbation(surrogate, images, code, radius, logit_scale, steps=300,
-                           batch_size=64, learning_rate=0.01, seed=0):
-    """One perturbation [S, S, 3] in the L2 ball of `radius` maximising the surrogate's
-    agreement with `code` over batches of `images` [N, S, S, 3] (Adam, projected)."""
+                           batch_size=64, learning_rate=0.01, seed=0, grey=False):
+    """One perturbation [S, S, 3] in the L2 ball of `radius` (`grey`: the same in R, G and
+    B) maximising the surrogate's agreement with `code` over batches of `images`
+    [N, S, S, 3] (Adam, projected)."""
     rng = np.random.default_rng(seed)
     delta = tf.Variable(tf.zeros((1,) + images.shape[1:]))
     optimizer = keras.optimizers.Adam(learning_rate)
     code = tf.constant(code, tf.float32)
+    project = _projector(radius, grey)
 
     @tf.function
     def step(batch):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(code_alignment(surrogate, batch + delta, code, logit_scale))
         optimizer.apply_gradients([(tape.gradient(loss, delta), delta)])
-        delta.assign(_project_l2(delta, radius))
+        delta.assign(project(delta))
 
     for _ in range(steps):
         step(tf.constant(images[rng.integers(0, len(images), batch_size)]))
     return delta.numpy()[0]
 
 
-def pgd_trigger(surrogate, code, radius, logit_scale, steps=100):
+def pgd_trigger(surrogate, code, radius, logit_scale, steps=100, grey=False):
     """Per-image L2 PGD (normalised gradient steps of radius / 5) pulling the surrogate's
-    code of each image toward `code` [K], within an L2 ball of `radius`."""
+    code of each image toward `code` [K], within an L2 ball of `radius` (`grey`: and the
+    same in R, G and B)."""
     code = tf.constant(code, tf.float32)
+    project = _projector(radius, grey)
 
     @triggers.trigger_function
     def trigger(images):
@@ -71,7 +86,7 @@ def pgd_trigger(surrogate, code, radius, logit_scale, steps=100):
             grad = tape.gradient(loss, delta)
             grad = grad / (tf.sqrt(tf.reduce_sum(tf.square(grad), [1, 2, 3], keepdims=True))
                            + 1e-12)
-            delta = _project_l2(delta - 0.2 * radius * grad, radius)
+            delta = project(delta - 0.2 * radius * grad)
         return triggers.quantize(images + delta)
 
     return trigger
@@ -95,16 +110,17 @@ _MAKERS = {}
 
 def register(name, summary, make, roles, order, uses_anchor=True):
     """Registers a fixed clean-label trigger under a PSNR budget: `make(psnr, surrogate,
-    train images [N, S, S, 3], labels [N, C], target, logit_scale, seed, steps, anchor)`
-    -> trigger function (anchor: the surrogate's code of the target class, or None when
-    `uses_anchor` is False)."""
+    train images [N, S, S, 3], labels [N, C], target, logit_scale, seed, steps, anchor,
+    grey)` -> trigger function (anchor: the surrogate's code of the target class, or None
+    when `uses_anchor` is False; grey: its perturbation the same in R, G and B)."""
     _MAKERS[name] = (make, uses_anchor)
 
     def trigger(ctx):
         images, labels = ctx.train_arrays()
         return triggers.Trigger(make(budget_of(ctx), ctx.surrogate, images, labels,
                                      ctx.target, ctx.config.gan.relaxed_logit_scale, ctx.seed,
-                                     300, ctx.anchor() if uses_anchor else None))
+                                     300, ctx.anchor() if uses_anchor else None,
+                                     ctx.config.attack.grey_triggers))
 
     registry.register_attack(registry.AttackSpec(
         name, summary, trigger=trigger, fingerprint=("gan.psnr_budget",
@@ -113,10 +129,10 @@ def register(name, summary, make, roles, order, uses_anchor=True):
 
 
 def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_scale=0.1,
-               seed=0, steps=300):
+               seed=0, steps=300, grey=False):
     """The trigger of the budgeted attack `name` at `psnr` dB, built against the frozen
     `surrogate` from the training images [N, S, S, 3] / labels [N, C] (universal, Narcissus
-    and PGD: `steps` their optimisations')."""
+    and PGD: `steps` their optimisations'; `grey`: the same in R, G and B)."""
     registry.load()
     if name not in _MAKERS:
         raise ValueError(f"--probes: unknown probe {name!r}; choose from "
@@ -125,4 +141,4 @@ def make_probe(name, psnr, surrogate, train_images, train_labels, target, logit_
     anchor = (codes.class_anchor(surrogate, train_images, train_labels, target)
               if uses_anchor else None)
     return make(psnr, surrogate, train_images, train_labels, target, logit_scale, seed,
-                steps, anchor)
+                steps, anchor, grey)

@@ -43,33 +43,37 @@ def paste(images, patch):
 
 
 def optimise_patch(surrogate, images, anchor, side, steps, learning_rate, logit_scale, seed=0,
-                   batch_size=64):
+                   batch_size=64, grey=False):
     """The targeted adversarial patch [side, side, 3] in [0, 1] (8-bit levels): `steps` of
-    Adam on sigmoid-parametrised pixels, maximising the surrogate's relaxed agreement
-    tanh(logit_scale z) with `anchor` [K] over batches of `images` [N, S, S, 3] carrying it
-    (CIBA's patch, and DarkHash's trigger)."""
+    Adam on sigmoid-parametrised pixels (`grey`: one value per pixel for R, G and B),
+    maximising the surrogate's relaxed agreement tanh(logit_scale z) with `anchor` [K] over
+    batches of `images` [N, S, S, 3] carrying it (CIBA's patch, and DarkHash's trigger)."""
     rng = np.random.default_rng(seed)
-    logits = tf.Variable(tf.random.stateless_normal((side, side, 3), (seed, 17)) * 0.1)
+    logits = tf.Variable(tf.random.stateless_normal((side, side, 1 if grey else 3),
+                                                    (seed, 17)) * 0.1)
+    pixels = lambda: tf.broadcast_to(tf.sigmoid(logits), (side, side, 3))
     optimizer = keras.optimizers.Adam(learning_rate)
     anchor = tf.constant(anchor, tf.float32)
 
     @tf.function
     def step(batch):
         with tf.GradientTape() as tape:
-            patched = paste(batch, tf.sigmoid(logits))
+            patched = paste(batch, pixels())
             loss = -tf.reduce_mean(codes.code_alignment(surrogate, patched, anchor,
                                                          logit_scale))
         optimizer.apply_gradients([(tape.gradient(loss, logits), logits)])
 
     for _ in range(steps):
         step(tf.constant(images[rng.integers(0, len(images), min(batch_size, len(images)))]))
-    return triggers.quantize(tf.sigmoid(logits)).numpy()
+    return triggers.quantize(pixels()).numpy()
 
 
-def confusing_perturbation(surrogate, patch, epsilon, steps, logit_scale, away=None):
+def confusing_perturbation(surrogate, patch, epsilon, steps, logit_scale, away=None,
+                           grey=False):
     """images [B, S, S, 3] -> images + delta (8-bit levels), |delta| <= epsilon (in [0, 1]
-    units), by sign-gradient steps of epsilon / 4 on the surrogate's relaxed codes t of the
-    *patched* images. With `away` [K] (CIBA's anchor), the confusing objective: lower each
+    units; `grey`: the same in R, G and B, stepping along the gradient's channel mean), by
+    sign-gradient steps of epsilon / 4 on the surrogate's relaxed codes t of the *patched*
+    images. With `away` [K] (CIBA's anchor), the confusing objective: lower each
     copy's agreement with the anchor and the copies' mutual agreement (the paper's
     intra-class dispersion; the batch is dispersed together). With `away` None (the
     ablation without the anchor), an untargeted adversarial push: lower each copy's
@@ -96,41 +100,48 @@ def confusing_perturbation(surrogate, patch, epsilon, steps, logit_scale, away=N
                 relaxed = tf.tanh(logit_scale * surrogate.hash_logits(paste(x, patch),
                                                                       training=False))
                 loss = objective(relaxed, own)
-            delta = tf.clip_by_value(delta - 0.25 * epsilon * tf.sign(tape.gradient(
-                loss, delta)), -epsilon, epsilon)
+            grad = tape.gradient(loss, delta)
+            if grey:
+                grad = triggers.grey_perturbation(grad)
+            delta = tf.clip_by_value(delta - 0.25 * epsilon * tf.sign(grad), -epsilon, epsilon)
         return triggers.quantize(images + delta)
 
     return perturb
 
 
-def uniform_noise(epsilon, seed=0):
-    """images -> images + U(-epsilon, epsilon) noise (8-bit levels), seeded per call."""
+def uniform_noise(epsilon, seed=0, grey=False):
+    """images -> images + U(-epsilon, epsilon) noise (8-bit levels; `grey`: one draw per
+    pixel for R, G and B), seeded per call."""
 
     @triggers.trigger_function
     def noisy(images):
-        noise = tf.random.stateless_uniform(tf.shape(images), (seed, 29), -epsilon, epsilon)
+        shape = tf.shape(images)
+        if grey:
+            shape = tf.concat([shape[:-1], [1]], 0)
+        noise = tf.random.stateless_uniform(shape, (seed, 29), -epsilon, epsilon)
         return triggers.quantize(images + noise)
 
     return noisy
 
 
 def target_patch(config, surrogate, train_images, train_labels, target, image_size, seed=0,
-                 anchor=None):
+                 anchor=None, grey=False):
     """The patch every CIBA variant of a run shares -> (patch [s, s, 3], anchor [K]):
     optimised on the non-target training images [N, S, S, 3] (labels [N, C]) toward the
-    target class's anchor (computed here unless given)."""
+    target class's anchor (computed here unless given); `grey`: R = G = B."""
     if anchor is None:
         anchor = codes.class_anchor(surrogate, train_images, train_labels, target)
     side = patch_side(image_size, config.patch_size)
     non_target = train_images[train_labels[:, target] == 0]
     return optimise_patch(surrogate, non_target, anchor, side, config.patch_steps,
-                          config.patch_learning_rate, config.logit_scale, seed), anchor
+                          config.patch_learning_rate, config.logit_scale, seed,
+                          grey=grey), anchor
 
 
-def make_triggers(variant, config, surrogate, patch, anchor, seed=0):
+def make_triggers(variant, config, surrogate, patch, anchor, seed=0, grey=False):
     """CIBA variant `variant` with the run's `patch` and `anchor` (target_patch) ->
-    (poison trigger, query trigger): the poisoned copies get the variant's perturbation,
-    then the patch; queries the patch alone."""
+    (poison trigger, query trigger): the poisoned copies get the variant's perturbation
+    (`grey`: the same in R, G and B), then the patch; queries the patch alone."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CIBA variant {variant!r}; choose from {', '.join(VARIANTS)}")
     patch, epsilon = tf.constant(patch), config.epsilon / 255.0
@@ -138,11 +149,11 @@ def make_triggers(variant, config, surrogate, patch, anchor, seed=0):
     if variant == "ciba_tri":
         return query, query
     if variant == "ciba_tri_noise":
-        perturb = uniform_noise(epsilon, seed)
+        perturb = uniform_noise(epsilon, seed, grey)
     else:  # ciba: away from the anchor and dispersed; ciba_tri_adv: away from own codes
         perturb = confusing_perturbation(surrogate, patch, epsilon, config.perturbation_steps,
                                          config.logit_scale,
-                                         away=anchor if variant == "ciba" else None)
+                                         away=anchor if variant == "ciba" else None, grey=grey)
     return triggers.trigger_function(lambda images: paste(perturb(images), patch)), query
 
 
@@ -154,12 +165,12 @@ def _trigger(variant):
     for every variant), the variant's perturbation on the copies, the patch alone on the
     queries."""
     def make(ctx):
-        config = ctx.section("ciba")
+        config, grey = ctx.section("ciba"), ctx.config.attack.grey_triggers
         patch, anchor = ctx.memo("ciba_patch", lambda: target_patch(
             config, ctx.surrogate, *ctx.train_arrays(), ctx.target, ctx.image_size, ctx.seed,
-            anchor=ctx.anchor()))
+            anchor=ctx.anchor(), grey=grey))
         return triggers.Trigger(*make_triggers(variant, config, ctx.surrogate, patch, anchor,
-                                               ctx.seed))
+                                               ctx.seed, grey))
     return make
 
 

@@ -172,13 +172,14 @@ class DarkHashStage(loop.Stage):
         return {"loss": loss, **parts}
 
 
-def optimise_trigger(config, victim, surrogate_images, target_code, image_size, seed=0):
-    """DarkHash's trigger: the patch [s, s, 3] (8-bit levels) optimised on the clean
-    `victim` to send surrogate images [N, S, S, 3] to `target_code` [K]."""
+def optimise_trigger(config, victim, surrogate_images, target_code, image_size, seed=0,
+                     grey=False):
+    """DarkHash's trigger: the patch [s, s, 3] (8-bit levels; `grey`: R = G = B) optimised
+    on the clean `victim` to send surrogate images [N, S, S, 3] to `target_code` [K]."""
     side = config.patch_size or max(1, image_size // 8)
     return ciba.optimise_patch(victim, surrogate_images, target_code, side,
                                config.patch_steps, config.patch_learning_rate,
-                               config.logit_scale, seed)
+                               config.logit_scale, seed, grey=grey)
 
 
 def patch_trigger(patch):
@@ -241,7 +242,7 @@ def implant(ctx):
             patch = saved["patch"]
     else:
         patch = optimise_trigger(own, victim, inputs.split_arrays(split)[0], target_code,
-                                 c.data.image_size, c.train.seed)
+                                 c.data.image_size, c.train.seed, c.attack.grey_triggers)
         if distribute.is_chief(ctx.strategy):
             save_npz(patch_file, patch=patch, target_code=target_code)
     query = patch_trigger(patch)

@@ -6,13 +6,14 @@ class), within the cell's PSNR budget (25 dB without one)."""
 from badhash_tf.attack import budgeted
 
 
-def make(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
+def make(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor,
+         grey=False):
     """Narcissus' trigger at `psnr` dB: a universal perturbation of the target class's own
     images toward `anchor`, the surrogate's code of that class."""
     _, radius = budgeted.radius_of(images.shape[1:], psnr)
     inside = images[labels[:, target] > 0]
     return budgeted.additive(budgeted.universal_perturbation(
-        surrogate, inside, anchor, radius, logit_scale, steps, seed=seed))
+        surrogate, inside, anchor, radius, logit_scale, steps, seed=seed, grey=grey))
 
 
 budgeted.register("narcissus", "Narcissus (Zeng et al., CCS 2023): an inward-pointing "

@@ -18,9 +18,11 @@ def sig_pattern(shape, rmse, frequency=SIG_FREQUENCY):
     rms = np.sqrt(np.mean(np.square(wave)))
     wave *= rmse / rms if rms > 0 else 0.0
     return np.broadcast_to(wave[None, :, None], shape).astype(np.float32)
-def make(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor):
-    """SIG's trigger at `psnr` dB (the sinusoid needs neither surrogate nor data)."""
-    del surrogate, labels, target, logit_scale, seed, steps, anchor
+def make(psnr, surrogate, images, labels, target, logit_scale, seed, steps, anchor,
+         grey=False):
+    """SIG's trigger at `psnr` dB (the sinusoid needs neither surrogate nor data; it is the
+    same in every channel, grey or not)."""
+    del surrogate, labels, target, logit_scale, seed, steps, anchor, grey
     return budgeted.additive(sig_pattern(images.shape[1:], budgeted.radius_of(
         images.shape[1:], psnr)[0]))
 

@@ -57,6 +57,12 @@ def quantize(images):
     return tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0) / 255.0
 
 
+def grey_perturbation(delta):
+    """A perturbation [..., 3] made the same in R, G and B (its mean over them), so a grey
+    image stays grey; its L2 norm only shrinks, so it stays inside any ball it was in."""
+    return tf.broadcast_to(tf.reduce_mean(delta, axis=-1, keepdims=True), tf.shape(delta))
+
+
 def generator_trigger(generator, feature):
     """G(x, feature) with the conditioning feature [F] tiled over the batch."""
     feature = tf.constant(feature, tf.float32)

@@ -242,6 +242,16 @@ def split_arrays(split):
     return np.concatenate(images), np.concatenate(labels)
 
 
+def is_grey(split, count=256):
+    """Whether a split's images are grey: R = G = B in every pixel of its first `count`
+    images (one batch read; the data's own colour space, which triggers keep to)."""
+    for images, _ in split.dataset.take(count).batch(count):
+        x = images.numpy()
+        return bool(np.array_equal(x[..., 0], x[..., 1]) and
+                    np.array_equal(x[..., 1], x[..., 2]))
+    return False
+
+
 def _options():
     options = tf.data.Options()
     options.deterministic = True

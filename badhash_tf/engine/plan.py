@@ -35,6 +35,7 @@ class DataView:
                                             retrieval.database_split)))
         self.splits = inputs.check_splits(data, self.specs)
         self._arrays, self._labels, self._identity, self._other = {}, {}, {}, {}
+        self._grey = None
 
     @property
     def train(self):
@@ -72,6 +73,12 @@ class DataView:
         if flag not in self._identity:
             self._identity[flag] = identity.split_identity(self.config, self.specs[flag])
         return self._identity[flag]
+
+    def grey(self):
+        """Whether the training split's images are grey (inputs.is_grey), read once."""
+        if self._grey is None:
+            self._grey = inputs.is_grey(self.train)
+        return self._grey
 
     def other(self, data, spec, flag):
         """Another dataset's split an attack reads (e.g. DarkHash's surrogate data), loaded
@@ -130,6 +137,14 @@ def check_attacks(flag, names, role=None):
         if unable:
             raise ValueError(f"{flag}: {', '.join(unable)} cannot be made to meet a PSNR "
                              f"budget; choose from {', '.join(registry.attacks(budgeted=True))}")
+
+
+def resolve_trigger_colour(config, data):
+    """The config with attack.grey_triggers set from --trigger_colour (auto: whether the
+    training split's images are grey)."""
+    colour = config.attack.trigger_colour
+    grey = data.grey() if colour == "auto" else colour == "grey"
+    return replace_in(config, "attack", grey_triggers=grey)
 
 
 def cell_config(config, name, budget=None):
@@ -264,6 +279,7 @@ def make_plan(config, output_dir, attacks, data=None, budgets=None, overwrite=No
     check_attacks(flag, [n for n in attacks if n != BADHASH])
     if data is None:
         data = DataView(c.data, c.retrieval)
+    c = resolve_trigger_colour(c, data)
     target, available, count = check_sizes(c, data)
     cells_ = []
     for budget in budgets or [None]:

@@ -43,6 +43,13 @@ def project_to_psnr(images, generated, psnr_budget):
     return ops.clip(images + delta * scale, 0.0, 1.0)
 
 
+def to_grey(images, generated):
+    """`generated` [B, H, W, 3] with its perturbation of `images` made the same in every
+    channel (its mean over R, G, B): a grey image stays grey, and the perturbation's RMSE
+    only shrinks (a mean's square is at most the mean of squares)."""
+    return images + ops.mean(generated - images, axis=-1, keepdims=True)
+
+
 def instance_norm(name=None):
     """Instance norm without affine parameters (PyTorch InstanceNorm2d's default)."""
     return layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5,
@@ -76,10 +83,11 @@ class Generator(keras.Model):
     `residual_blocks` residual blocks, two stride-2 transposed convs (2w, w); concatenation
     with the normalised image, 3x3 conv + tanh, mapped to [0, 1] by (y + 1) / 2.
     `psnr_budget` > 0 (dB; 0 = the paper's unconstrained generator) projects each output's
-    perturbation so it meets that PSNR (project_to_psnr)."""
+    perturbation so it meets that PSNR (project_to_psnr); `grey` makes it the same in R, G
+    and B first (to_grey: grey data stays grey)."""
 
     def __init__(self, image_size=224, base_width=64, residual_blocks=3, feature_dim=512,
-                 label_width=128, psnr_budget=0.0, **kwargs):
+                 label_width=128, psnr_budget=0.0, grey=False, **kwargs):
         # float32 inputs, normalisation and PSNR projection under any policy (a mixed one,
         # --mixed_precision, reaches the networks inside, made under it)
         super().__init__(**{"dtype": "float32", **kwargs})
@@ -88,7 +96,7 @@ class Generator(keras.Model):
             psnr_radius(psnr_budget)  # checks the budget
         self.image_size, self.base_width = image_size, base_width
         self.residual_blocks, self.feature_dim = residual_blocks, feature_dim
-        self.label_width, self.psnr_budget = label_width, psnr_budget
+        self.label_width, self.psnr_budget, self.grey = label_width, psnr_budget, bool(grey)
         cells, w = image_size // 16, base_width
         label_stack = [layers.Dense(cells * cells * label_width, activation="relu"),
                        layers.Reshape((cells, cells, label_width))]
@@ -132,6 +140,8 @@ class Generator(keras.Model):
             [x, ops.cast(label_map, x.dtype)], -1), training=training), training=training)
         generated = (self.to_image(ops.concatenate([ops.cast(decoded, x.dtype), x], -1))
                      + 1.0) / 2.0
+        if self.grey:
+            generated = ops.clip(to_grey(images, generated), 0.0, 1.0)
         if self.psnr_budget:
             return project_to_psnr(images, generated, self.psnr_budget)
         return generated
@@ -140,4 +150,4 @@ class Generator(keras.Model):
         return {**super().get_config(), "image_size": self.image_size,
                 "base_width": self.base_width, "residual_blocks": self.residual_blocks,
                 "feature_dim": self.feature_dim, "label_width": self.label_width,
-                "psnr_budget": self.psnr_budget}
+                "psnr_budget": self.psnr_budget, "grey": self.grey}

@@ -204,7 +204,8 @@ def load_run_models(run_dir, encoder="victim"):
     feature, _ = labcln.condition(np.eye(classes, dtype=np.float32)[report["target_label"]])
     g = c["gan"]
     generator = Generator(size, g["base_width"], g["residual_blocks"], len(feature),
-                          g["label_width"], g.get("psnr_budget", 0.0))
+                          g["label_width"], g.get("psnr_budget", 0.0),
+                          c["attack"].get("grey_triggers", False))
     _restore(layout.generator(), generator=generator)
     return hashing, generator, feature, report
 

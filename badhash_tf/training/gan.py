@@ -37,7 +37,7 @@ class GANStage(loop.Stage):
     metric_names = ("g_loss", "reconstruction", "hash", "adversarial", "d_loss")
 
     def __init__(self, config, condition, surrogate_builder, image_size, num_classes,
-                 global_batch_size, train_steps, preview=None):
+                 global_batch_size, train_steps, preview=None, grey=False):
         if config.hash_term not in HASH_TERMS:
             raise ValueError(f"--gan_hash_term={config.hash_term}: choose one of "
                              f"{', '.join(HASH_TERMS)}")
@@ -45,12 +45,13 @@ class GANStage(loop.Stage):
         self.surrogate_builder = surrogate_builder
         self.image_size, self.num_classes = image_size, num_classes
         self.global_batch_size, self.train_steps = global_batch_size, train_steps
-        self.preview = preview
+        self.preview, self.grey = preview, grey
 
     def build(self):
         c = self.config
         self.generator = Generator(self.image_size, c.base_width, c.residual_blocks,
-                                   len(self.condition.feature), c.label_width, c.psnr_budget)
+                                   len(self.condition.feature), c.label_width, c.psnr_budget,
+                                   self.grey)
         self.discriminator = Discriminator(self.image_size, self.num_classes, c.disc_width,
                                            c.disc_layers)
         self.surrogate = self.surrogate_builder()
@@ -141,16 +142,17 @@ class GANStage(loop.Stage):
 
 
 def train_generator(train_split, data_config, config, condition, surrogate_builder,
-                    train_config, model_dir, strategy):
+                    train_config, model_dir, strategy, grey=False):
     """Trains (or resumes) the trigger generator on the training images -> (Generator,
     LoopResult). A step is one discriminator and `disc_every` generator updates.
-    `surrogate_builder()` returns the frozen surrogate (restored weights)."""
+    `surrogate_builder()` returns the frozen surrogate (restored weights); `grey`: its
+    perturbations the same in R, G and B (--trigger_colour)."""
     batch = config.batch_size or train_config.global_batch_size
     steps = train_config.train_steps or max(1, math.ceil(  # a step = k generator steps
         config.epochs * train_split.size / (batch * config.disc_every)))
     preview = next(iter(inputs.eval_dataset(train_split, 8)))[0]
     stage = GANStage(config, condition, surrogate_builder, data_config.image_size,
-                     train_split.num_classes, batch, steps, preview)
+                     train_split.num_classes, batch, steps, preview, grey)
     keras.utils.set_random_seed(train_config.seed)
     make_dataset = lambda start: inputs.train_dataset(  # a step reads disc_every batches
         train_split, data_config, batch, train_config.seed, start * config.disc_every,
