@@ -49,3 +49,32 @@ def format_interval(mean, half_width, digits=3):
         return ""
     text = f"{mean:.{digits}f}"
     return text if half_width is None else f"{text} ± {half_width:.{digits}f}"
+
+
+def inside(value, mean, half_width, tolerance=5e-4):
+    """Whether `value` lies in the interval mean +- half_width (a reference with one seed,
+    no half-width, is a point: within `tolerance`, the printed digits)."""
+    half = half_width if half_width is not None else 0.0
+    return bool(mean - half - tolerance <= value <= mean + half + tolerance)
+
+
+def compare_rows(rows, reference, keys, figures):
+    """Each row of `rows` marked against the reference row with the same `keys` values:
+    for every figure both have, {"reference", "reference_ci", "inside"} under
+    row["compare"][figure] -> the number of (inside, outside) marks. Rows without a
+    reference row are left unmarked."""
+    index = {tuple(r.get(k) for k in keys): r for r in reference}
+    counts = [0, 0]
+    for row in rows:
+        other = index.get(tuple(row.get(k) for k in keys))
+        if other is None:
+            continue
+        marks = {}
+        for figure in figures:
+            if isinstance(row.get(figure), float) and isinstance(other.get(figure), float):
+                ok = inside(row[figure], other[figure], other.get(figure + "_ci"))
+                marks[figure] = {"reference": other[figure],
+                                 "reference_ci": other.get(figure + "_ci"), "inside": ok}
+                counts[0 if ok else 1] += 1
+        row["compare"] = marks
+    return tuple(counts)

@@ -114,7 +114,8 @@ def tiny_command(data_dir, out, *extra, program="badhash_tf.pipeline"):
 # first so that no worker is left with one of them at the end while the other idles
 LONG = ("test_neural_cleanse_flags_a_planted_target", "test_killed_worker_job_resumes",
         "test_shards_then_a_gathering_run", "test_train_victim_rerun_with_other_flags",
-        "test_two_workers_match_one_process", "test_victims_of_another_scheme")
+        "test_two_workers_match_one_process", "test_victims_of_another_scheme",
+        "test_transfer_grid_end_to_end")
 
 
 def pytest_collection_modifyitems(items):

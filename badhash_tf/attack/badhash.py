@@ -6,23 +6,58 @@ fixed random feature and code instead of LabCLN's), `no_hash_loss` (no hash term
 """
 
 import dataclasses
+import hashlib
+import json
+import os
+import shutil
 
 import numpy as np
+from absl import logging
 
-from badhash_tf import registry
+from badhash_tf import fingerprints, registry
 from badhash_tf.attack import triggers
 from badhash_tf.config import replace_in
 from badhash_tf.models import discriminator, generator
+from badhash_tf.training import distribute
 from badhash_tf.training.gan import Condition, train_generator
+
+# {what a generator depends on: its finished directory}, made by this process: the cells of
+# a grid that differ only in the victim (its scheme, the poisoned copies' count) train the
+# same generator, so the first one's is copied into the others instead of trained again
+_FINISHED = {}
+# the fields of a cell's fingerprint a generator does not read: the victims' scheme (the
+# surrogate's own is added back) and how many copies are poisoned
+_NOT_READ = ("hashing.", "attack.surrogate_", "attack.poison_")
+
+
+def generator_key(ctx, condition):
+    """A digest of everything the cell's generator depends on: the cell's fingerprint but
+    for _NOT_READ, the surrogate's scheme, the attack, target and condition."""
+    kept = {k: v for k, v in ctx.cell.stage.fingerprint.items() if not k.startswith(_NOT_READ)}
+    kept.update(fingerprints.flatten(surrogate=ctx.config.surrogate_hashing))
+    kept.update(attack=ctx.name, target=ctx.target, feature=np.asarray(
+        condition.feature).tolist(), code=np.asarray(condition.target_code).tolist())
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def generator_trigger(ctx, condition):
     """Trains (or restores) the generator in <cell>/generator for `condition` ->
-    Trigger: G(x, feature), 8-bit."""
-    c = ctx.config
+    Trigger: G(x, feature), 8-bit. One this process finished for another cell with the
+    same inputs (generator_key) is copied in and restored instead of trained again."""
+    c, directory = ctx.config, ctx.path("generator")
+    key = generator_key(ctx, condition)
+    made = _FINISHED.get(key)
+    if made and made != directory and not os.path.exists(directory):
+        if distribute.is_chief(ctx.strategy):
+            logging.info("%s: the same generator as %s's (only the victim differs): copied",
+                         directory, made)
+            shutil.copytree(made, directory + ".part")
+            os.replace(directory + ".part", directory)
+        distribute.barrier(ctx.strategy)
     model, _ = train_generator(ctx.data.train, c.data, c.gan, condition, lambda: ctx.surrogate,
-                               c.train, ctx.path("generator"), ctx.strategy,
-                               grey=c.attack.grey_triggers)
+                               c.train, directory, ctx.strategy, grey=c.attack.grey_triggers)
+    _FINISHED[key] = directory
     return triggers.Trigger(triggers.generator_trigger(model, condition.feature))
 
 

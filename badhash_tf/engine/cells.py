@@ -200,11 +200,12 @@ def claim(stage, overwrite=False, chief=True, program=""):
 
 @contextlib.contextmanager
 def _stage_lock(directory, enabled):
-    """An exclusive lock on <parent>/.<name>.lock, waiting for its holder (announced)."""
+    """An exclusive lock on <parent>/.<name>.lock, waiting for its holder (announced); a
+    stage linked from another run (a grid's shared stage) is locked where it lives."""
     if not enabled:
         yield
         return
-    parent, name = os.path.split(os.path.abspath(directory))
+    parent, name = os.path.split(os.path.realpath(directory))
     os.makedirs(parent, exist_ok=True)
     fd = os.open(os.path.join(parent, f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
