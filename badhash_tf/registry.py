@@ -17,6 +17,7 @@ from typing import Callable, Optional
 PLUGINS = "BADHASH_TF_PLUGINS"
 POISONING = "clean-label poisoning"
 DATA_FREE = "data-free (trained model)"
+CONTROL = "control (no backdoor)"
 # the defaults lists an attack belongs to: the pipeline's --baselines, the bench's
 # --attacks, the frontier's --methods, probe_triggers' --probes; "subject": the method under
 # study (BadHash and its anchor variant), whose verdicts the frontier states against the
@@ -39,7 +40,9 @@ class Section:
 class AttackSpec:
     """One attack. `trigger(ctx)` -> attack.triggers.Trigger for a poisoning attack (ctx:
     engine.stages.AttackContext); `implant(ctx)` -> attack.triggers.Implant for a data-free
-    one (its backdoored victim made without poisoned data). `configure(config)` -> the
+    one (its backdoored victim made without poisoned data); `control(ctx)` -> the figures
+    and artifacts of a cell without a backdoor that is scored and defended like an attack
+    (attack/clean.py). `configure(config)` -> the
     ExperimentConfig its stages run with (e.g. a hash weight of 0). `fingerprint`: config
     keys (sections "gan." or fields "gan.psnr_budget") its stages depend on beyond the
     victim's; `sections`: names of its own config sections. `amplified`: queries carry the
@@ -51,6 +54,7 @@ class AttackSpec:
     summary: str
     trigger: Optional[Callable] = None
     implant: Optional[Callable] = None
+    control: Optional[Callable] = None
     configure: Optional[Callable] = None
     check: Optional[Callable] = None  # (ExperimentConfig) -> None, raises ValueError
     # (ExperimentConfig) -> {key: (DataConfig, split spec, flag)}: other data it reads
@@ -65,11 +69,11 @@ class AttackSpec:
 
     @property
     def threat(self):
-        return DATA_FREE if self.implant else POISONING
+        return DATA_FREE if self.implant else CONTROL if self.control else POISONING
 
     @property
     def poisons(self):
-        return self.implant is None
+        return self.trigger is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +110,9 @@ def register_attack(spec):
     """Adds an attack (its name unique across attacks)."""
     if spec.name in _ATTACKS:
         raise ValueError(f"attack {spec.name!r} is registered twice")
-    if (spec.trigger is None) == (spec.implant is None):
-        raise ValueError(f"attack {spec.name!r}: give exactly one of trigger, implant")
+    if sum(f is not None for f in (spec.trigger, spec.implant, spec.control)) != 1:
+        raise ValueError(f"attack {spec.name!r}: give exactly one of trigger, implant, "
+                         "control")
     unknown = set(spec.roles) - set(ROLES)
     if unknown:
         raise ValueError(f"attack {spec.name!r}: unknown roles {sorted(unknown)}")

@@ -15,7 +15,7 @@ from badhash_tf.engine import defenses as harness
 from badhash_tf.grids import leaderboard as bench
 from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
 
-ATTACKS = ("badhash", "sig", "darkhash", "toy_shift")
+ATTACKS = ("badhash", "sig", "darkhash", "toy_shift", "clean")
 FLAGS = ["--darkhash_patch_steps=10", "--darkhash_surrogate=badhash_digit_mosaics",
          "--darkhash_surrogate_split=train[:128]", "--cleanse_steps=10", "--finetune_epochs=1",
          f"--attacks={','.join(ATTACKS)}",
@@ -39,7 +39,14 @@ def test_bench_writes_a_leaderboard_and_a_rerun_skips(tiny_run, data_dir, tmp_pa
     _bench(data_dir, out)
     board = json.loads((out / "bench.json").read_text())["datasets"]["badhash_digits"]
     rows = {r["attack"]: r for r in board["rows"]}
-    assert set(rows) == set(ATTACKS)
+    assert set(rows) == set(ATTACKS) - {"clean"} | {"none (clean)"}
+    control = rows.pop("none (clean)")  # the control: last, not ranked
+    assert board["rows"][-1] is not None and board["rows"][-1]["attack"] == "none (clean)"
+    assert control["rank"] is None and control["tier"] is None
+    assert control["threat"] == registry.CONTROL and control["backdoor_gain"] == 0.0
+    assert control["t_map"] == pytest.approx(tiny_run.report["t_map_untriggered_reference"])
+    assert 0.0 <= control["auroc_spectral"] <= 1.0 and 0.0 <= control["auroc_strip"] <= 1.0
+    assert control["target_flagged_neural_cleanse"] in ("0/1", "1/1")
     assert sorted(r["rank"] for r in rows.values()) == [1, 2, 3, 4]
     assert rows["badhash"]["t_map"] == pytest.approx(tiny_run.report["t_map"])  # reused
     for row in rows.values():
@@ -54,7 +61,7 @@ def test_bench_writes_a_leaderboard_and_a_rerun_skips(tiny_run, data_dir, tmp_pa
     assert rows["sig"]["psnr_min"] >= 30  # the run's budget
     assert rows["toy_shift"]["threat"] == registry.POISONING
     page = (out / "bench.html").read_text()
-    for name in ATTACKS:
+    for name in ATTACKS[:-1] + ("none (clean)",):
         assert f"<td>{name}</td>" in page
     assert page.count("src='data:image/png;base64,") == 2  # t-MAP and AUROC heatmaps
     assert "| darkhash | data-free" in (out / "bench.md").read_text()

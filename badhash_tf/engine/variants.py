@@ -57,7 +57,10 @@ def run_attack(cell, setting, measure=None):
                   "seed_figures": setting.figures(),
                   "config": dataclasses.asdict(cell.config)}
         try:
-            if spec.implant:
+            if spec.control:
+                figures, artifacts = clock.run(name, spec.control, ctx)
+                record.update(poison_count=setting.plan.count, extra={})
+            elif spec.implant:
                 implant = clock.run(name, spec.implant, ctx)
                 figures, artifacts = score_implant(ctx, implant)
                 record.update(poison_count=0, extra={})

@@ -172,7 +172,9 @@ def _interval_into(row, column, values):
 def summarise(runs):
     """One dataset's runs [(report, defenses)] -> leaderboard rows (each figure's mean over
     seeds with its interval) with the defenses' t-MAP, detection AUROC and flagged labels,
-    ranked by backdoor_gain and tiered by its intervals."""
+    ranked by backdoor_gain and tiered by its intervals; a control (registry CONTROL: the
+    clean reference victim, "none (clean)") is not ranked and comes last, the row every
+    detector's figures are read beside."""
     names = [BADHASH] + [n for n in registry.attacks() if n != BADHASH and all(
         n in r["baselines"] for r, _ in runs)]
     order = registry.defenses()
@@ -181,8 +183,10 @@ def summarise(runs):
     rows = []
     for name in names:
         figures = [_attack_figures(r, name) for r, _ in runs]
-        row = {"attack": name, "threat": registry.attack(name).threat
-               if name in registry.attacks() else "", "seeds": len(figures)}
+        threat = registry.attack(name).threat if name in registry.attacks() else ""
+        row = {"attack": name, "threat": threat, "seeds": len(figures)}
+        if threat == registry.CONTROL:
+            row.update(attack=f"none ({name})", control=True)
         for k in MEANS:
             if all(k in f for f in figures):
                 _interval_into(row, k, [f[k] for f in figures])
@@ -203,12 +207,14 @@ def summarise(runs):
                 row[f"flagged_{d}"] = "; ".join(
                     ",".join(map(str, v["flagged"])) or "none" for v in verdicts)
         rows.append(row)
-    for rank, row in enumerate(sorted(rows, key=lambda r: -r.get("backdoor_gain", -9)), 1):
+    ranked = [r for r in rows if not r.get("control")]
+    for rank, row in enumerate(sorted(ranked, key=lambda r: -r.get("backdoor_gain", -9)), 1):
         row["rank"] = rank
-    tiers = stats.tiers(rows, "backdoor_gain")
+    tiers = stats.tiers(ranked, "backdoor_gain")
     for row in rows:
         row["tier"] = tiers.get(id(row))
-    rows.sort(key=lambda r: r["rank"])
+        row.setdefault("rank", None)
+    rows.sort(key=lambda r: (r.get("control", False), r["rank"] or 0))
     first = runs[0][0]
     return {"rows": rows, "defenses": defenses, "seeds": [r["seed"] for r, _ in runs],
             "targets": [r["target_label"] for r, _ in runs],

@@ -83,7 +83,8 @@ def _verdict(result):
 
 
 def _ranking(result):
-    scored = {n: f for n, f in result["baselines"].items() if "t_map" in f}
+    scored = {n: f for n, f in result["baselines"].items()  # (not the clean control)
+              if "t_map" in f and not f.get("control")}
     if not scored:
         return "No baselines were run."
     texts = []

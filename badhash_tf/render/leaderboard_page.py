@@ -21,7 +21,7 @@ COLUMNS = ("rank", "tier", "attack", "threat", "seeds") + MEANS
 
 def _shown(rows):
     """Rows for a table: every figure with an interval as "mean ± half-width"."""
-    return [{k: (stats.format_interval(v, r.get(k + "_ci"), 4)
+    return [{k: ("" if v is None else stats.format_interval(v, r.get(k + "_ci"), 4)
                  if isinstance(v, float) and k + "_ci" in r else v)
              for k, v in r.items()} for r in rows]
 
