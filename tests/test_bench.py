@@ -62,8 +62,11 @@ def test_bench_writes_a_leaderboard_and_a_rerun_skips(tiny_run, data_dir, tmp_pa
     assert rows["toy_shift"]["threat"] == registry.POISONING
     page = (out / "bench.html").read_text()
     for name in ATTACKS[:-1] + ("none (clean)",):
-        assert f"<td>{name}</td>" in page
-    assert page.count("src='data:image/png;base64,") == 2  # t-MAP and AUROC heatmaps
+        assert f"<b>{name}</b>" in page  # a row of the grouped table, with its thumbnails
+    assert page.count("<img class='strip'") == len(ATTACKS)
+    assert page.count("<th class='group'") == 5  # attack, strength, stealth, after, detection
+    assert page.count("<img alt=") == 2  # t-MAP and AUROC heatmaps
+    assert "<tr class='control'>" in page
     assert "| darkhash | data-free" in (out / "bench.md").read_text()
     assert (seed / "report.json").exists() and (seed / "defenses" / "defenses.md").exists()
     again = _bench(data_dir, out)

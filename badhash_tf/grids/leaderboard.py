@@ -15,7 +15,7 @@ from badhash_tf import io_utils, registry, stats
 from badhash_tf.engine import cells as cells_module
 from badhash_tf.engine import defenses as defense_engine
 from badhash_tf.engine.experiment import finished, report, run_seed
-from badhash_tf.engine.layout import BADHASH, DEFENSE_JSON, RunLayout
+from badhash_tf.engine.layout import BADHASH, DEFENSE_JSON, SAMPLES, RunLayout
 from badhash_tf.engine.plan import check_attacks, make_plan
 
 MEANS = ("t_map", "t_map_clean_victim", "backdoor_gain", "clean_map", "clean_map_reference",
@@ -184,7 +184,7 @@ def summarise(runs):
     for name in names:
         figures = [_attack_figures(r, name) for r, _ in runs]
         threat = registry.attack(name).threat if name in registry.attacks() else ""
-        row = {"attack": name, "threat": threat, "seeds": len(figures)}
+        row = {"attack": name, "name": name, "threat": threat, "seeds": len(figures)}
         if threat == registry.CONTROL:
             row.update(attack=f"none ({name})", control=True)
         for k in MEANS:
@@ -226,6 +226,14 @@ def summarise(runs):
 
 def leaderboard(output_dir):
     """bench.json's content: {"datasets": {dataset: summarise(...)}} of everything under
-    `output_dir`."""
-    return {"datasets": {d: summarise(runs) for d, runs in gather(output_dir).items()}}
+    `output_dir`; each row names its first seed's samples.npz (relative to `output_dir`,
+    when there is one) for the page's thumbnails."""
+    boards = {d: summarise(runs) for d, runs in gather(output_dir).items()}
+    for dataset, board in boards.items():
+        for row in board["rows"]:
+            path = os.path.join(dataset, f"seed_{board['seeds'][0]}", row["name"],
+                                SAMPLES)
+            if os.path.exists(os.path.join(output_dir, path)):
+                row["samples"] = path
+    return {"datasets": boards}
 

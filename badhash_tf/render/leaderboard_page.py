@@ -107,29 +107,118 @@ def _html_table(rows, columns):
 
 HEATMAPS = (("t_map_after_", "t-MAP after each defense (lower = defended)"),
             ("auroc_", "detection AUROC (0.5 = chance)"))
+# the main table's column groups: (group title, [(column, header)])
+STRENGTH = (("t_map", "t-MAP"), ("t_map_clean_victim", "clean victim's"),
+            ("backdoor_gain", "gain"), ("clean_map", "clean MAP"))
+STEALTH = (("psnr", "PSNR"), ("ssim", "SSIM"))
+STYLE = ("body{font-family:sans-serif;margin:1em;max-width:84em;font-size:14px}"
+         "table{border-collapse:collapse;font-size:12px;margin:.6em 0}"
+         "td,th{border:1px solid #ccc;padding:2px 4px;text-align:right;vertical-align:middle}"
+         "th{background:#f3f3f3;font-weight:600;max-width:7em}th.group{text-align:center;background:#e4e4e4}"
+         "td.attack{text-align:left;white-space:nowrap}td.attack small{color:#666}"
+         "td .ci{display:block;color:#777;font-size:10px;white-space:nowrap}"
+         "tr.control td{background:#f7f7ff;font-style:italic}"
+         "tr.tier-odd td{background:#fbfbf4}img.strip{display:block;margin-top:2px}"
+         ".note{color:#444;max-width:70em}")
 
 
-def page(result, heatmaps):
-    """bench.json and {(dataset, prefix): PNG bytes} -> bench.html, one static file."""
+def thumbnail_strip(path, height=28):
+    """An attack's first poisoned copy beside its original and their difference x10
+    (a <cell>/samples.npz) -> (PNG bytes, the height to show it at), or None without
+    one."""
+    if not path or not os.path.exists(path):
+        return None
+    with np.load(path) as samples:
+        original, poisoned = samples["originals"][0], samples["poisoned"][0]
+    difference = np.clip(0.5 + 10.0 * (poisoned - original), 0.0, 1.0)
+    gap = np.ones((original.shape[0], 2, 3), np.float32)
+    strip = np.concatenate([original, gap, poisoned, gap, difference], axis=1)
+    buffer = io.BytesIO()
+    plt.imsave(buffer, strip, format="png")
+    return buffer.getvalue(), height
+
+
+def _value_cell(row, column):
+    """A figure as its mean over a second line holding ± its interval's half-width."""
+    value = row.get(column)
+    if isinstance(value, float):
+        half = row.get(column + "_ci")
+        ci = f"<span class='ci'>± {half:.3f}</span>" if half is not None else ""
+        return f"<td>{value:.3f}{ci}</td>"
+    return f"<td>{html.escape(str(value)) if value is not None else ''}</td>"
+
+
+def _attack_cell(row, strip):
+    rank = f"{row['rank']}. " if row.get("rank") else ""
+    tier = f" <small>tier {row['tier']}</small>" if row.get("tier") else ""
+    image = ""
+    if strip:
+        data, height = strip
+        image = (f"<img class='strip' height='{height}' title='original, poisoned copy, "
+                 f"difference x10' alt='{html.escape(row['attack'])}: original, poisoned, "
+                 f"difference x10' src='data:image/png;base64,"
+                 f"{base64.b64encode(data).decode()}'>")
+    return (f"<td class='attack' title='{html.escape(row.get('threat', ''))}'>{rank}"
+            f"<b>{html.escape(row['attack'])}</b>{tier}{image}</td>")
+
+
+def leaderboard_table(board, strips):
+    """The dataset's rows in one table that fits a laptop's width: the attack (rank, tier,
+    thumbnails), its strength, its stealth, t-MAP after each defense, detection (AUROC,
+    the target flagged in k of n seeds); every figure its mean over ± its interval."""
+    after = [(c, c[len("t_map_after_"):]) for c in _defense_columns(board, "t_map_after_")]
+    detect = [(c, c[len("auroc_"):]) for c in _defense_columns(board, "auroc_")] + [
+        (c, "target flagged: " + c[len("target_flagged_"):])
+        for c in _defense_columns(board, "target_flagged_")]
+    groups = [("attack", [("attack", "rank. attack (tier), original | poisoned | x10")]),
+              ("strength", list(STRENGTH)), ("stealth", list(STEALTH))]
+    if after:
+        groups.append(("t-MAP after each defense", after))
+    if detect:
+        groups.append(("detection", detect))
+    top = "".join(f"<th class='group' colspan='{len(cols)}'>{html.escape(title)}</th>"
+                  for title, cols in groups)
+    heads = "".join(f"<th>{html.escape(h)}</th>" for _, cols in groups for _, h in cols)
+    body = []
+    for row in board["rows"]:
+        css = "control" if row.get("control") else (
+            "tier-odd" if (row.get("tier") or 0) % 2 else "")
+        cells = [_attack_cell(row, strips.get(row.get("name", row["attack"])))]
+        cells += [_value_cell(row, c) for _, cols in groups[1:] for c, _ in cols]
+        body.append(f"<tr class='{css}'>{''.join(cells)}</tr>")
+    return (f"<table><thead><tr>{top}</tr><tr>{heads}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def page(result, heatmaps, strips=None):
+    """bench.json, {(dataset, prefix): PNG bytes} and {dataset: {attack: thumbnail}} ->
+    bench.html, one static file."""
+    strips = strips or {}
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>badhash-tf backdoor "
-             "bench</title><style>body{font-family:sans-serif;margin:2em;max-width:90em}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "td:nth-child(2),th:nth-child(2){text-align:left}</style></head><body>",
-             "<h1>Backdoor bench</h1><p>Attacks ranked by <b>backdoor_gain</b> = t-MAP minus "
-             "the clean victim's on the same triggered queries (a trigger the clean victim "
-             "follows too is an adversarial example, not a backdoor). Means over seeds ± the "
-             "half-width of their 95% interval (Student's t); attacks whose intervals "
-             "overlap share a tier.</p>"]
+             f"bench</title><style>{STYLE}</style></head><body>",
+             "<h1>Backdoor bench</h1><p class='note'>Attacks ranked by <b>gain</b> (backdoor "
+             "gain) = t-MAP minus the clean victim's t-MAP on the same triggered queries (a "
+             "trigger the clean victim follows too is an adversarial example, not a "
+             "backdoor). Every figure is a mean over seeds with, below it, the half-width of "
+             "its 95% interval (Student's t); attacks whose intervals overlap share a tier "
+             "(shaded alike). <i>none (clean)</i>: the clean reference victim, no trigger: "
+             "read every defense's and detector's figures beside it. Thumbnails: an "
+             "original, its poisoned copy (data-free attacks: a triggered query) and their "
+             "difference x10.</p>"]
     for dataset, board in result["datasets"].items():
+        reference = [r["clean_map_reference"] for r in board["rows"]
+                     if isinstance(r.get("clean_map_reference"), float)]
         parts.append(f"<h2>{html.escape(dataset)}</h2><p>seeds "
-                     f"{', '.join(map(str, board['seeds']))}; budget {board['budget']:g} dB; "
-                     f"queries x{board['query_amplification']:g}</p>")
-        columns = COLUMNS + tuple(_defense_columns(board, "t_map_after_")) + tuple(
-            _defense_columns(board, "auroc_")) + tuple(
-            _defense_columns(board, "target_flagged_")) + tuple(
-            _defense_columns(board, "flagged_"))
-        parts.append(_html_table(_shown(board["rows"]), columns))
+                     f"{', '.join(map(str, board['seeds']))} (targets "
+                     f"{', '.join(map(str, board['targets']))}); budget "
+                     f"{board['budget']:g} dB; queries x{board['query_amplification']:g}"
+                     + (f"; clean victim's MAP {reference[0]:.3f}" if reference else "")
+                     + "</p>")
+        parts.append(leaderboard_table(board, strips.get(dataset, {})))
+        flagged = _defense_columns(board, "flagged_")
+        if flagged:
+            parts.append("<h3>Labels each detector flags, per seed</h3>" + _html_table(
+                _shown(board["rows"]), ("attack",) + tuple(flagged)))
         for prefix, title in HEATMAPS:
             png = heatmaps.get((dataset, prefix))
             if png:
@@ -153,4 +242,7 @@ def write_all(output_dir, result):
                 with io_utils.atomic_path(os.path.join(output_dir, name)) as tmp:
                     with open(tmp, "wb") as f:
                         f.write(png)
-    io_utils.write_text(os.path.join(output_dir, "bench.html"), page(result, heatmaps))
+    strips = {dataset: {row.get("name", row["attack"]): thumbnail_strip(
+        os.path.join(output_dir, row["samples"])) for row in board["rows"] if "samples" in row}
+        for dataset, board in result["datasets"].items()}
+    io_utils.write_text(os.path.join(output_dir, "bench.html"), page(result, heatmaps, strips))
