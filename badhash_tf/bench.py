@@ -53,6 +53,8 @@ flags.DEFINE_list("seeds", [], "Seeds (each into DIR/<dataset>/seed_N); default:
 flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
                     "one shard per machine); a run without it gathers the finished cells.")
 flags.DEFINE_string("output_dir", None, "The bench directory (reruns reuse finished cells).")
+flags.DEFINE_string("compare_with", None, "A reference bench.json or its directory (e.g. in "
+                    "results/): each figure marked inside or outside its 95% interval.")
 flags.mark_flag_as_required("output_dir")
 presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
@@ -106,6 +108,7 @@ def main(argv):
                 values, configs.resolve_backbones(values), baselines=attacks)
         defense_config = configs.from_flags(DefenseConfig, FLAGS)
         with startup.usage_errors():  # every dataset, seed and cell, once, before any work
+            reference = FLAGS.compare_with and leaderboard.load_reference(FLAGS.compare_with)
             bench = leaderboard.Bench(configs_, seeds, FLAGS.defenses, defense_config,
                                       FLAGS.output_dir)
         runner = Runner(strategy, FLAGS.overwrite, PROGRAM)
@@ -124,6 +127,8 @@ def main(argv):
         board = leaderboard.leaderboard(FLAGS.output_dir)
         board.update(seconds=round(time.time() - start, 2), presets=FLAGS.presets,
                      attacks=FLAGS.attacks)
+        if reference:
+            leaderboard.compare(board, reference)
         io_utils.write_json(os.path.join(FLAGS.output_dir, "bench.json"), board)
         leaderboard_page.write_all(FLAGS.output_dir, board)
     for dataset, rows in board["datasets"].items():

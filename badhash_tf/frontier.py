@@ -41,9 +41,10 @@ flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0
                     "one shard per machine); a run without it gathers the finished cells.")
 flags.DEFINE_string("output_dir", None, "Directory of the frontier (reruns reuse finished "
                     "cells).")
-flags.DEFINE_string("compare_with", None, "Another frontier's directory (e.g. the other "
-                    "backbone regime) to tabulate in frontier.md and draw beside this one in "
-                    "frontier.png.")
+flags.DEFINE_string("compare_with", None, "Another frontier's directory or frontier.json "
+                    "(e.g. the other backbone regime, or a reference in results/) to tabulate "
+                    "in frontier.md, draw beside this one in frontier.png, and mark each "
+                    "figure inside or outside its 95% interval.")
 flags.mark_flag_as_required("output_dir")
 presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS

@@ -134,3 +134,27 @@ def test_the_leaderboard_gives_intervals_and_tiers(tmp_path):
     assert "| 1 | 1 | badhash |" in text and "0.7000 ± 0.2484" in text
     assert "0.700<span class='ci'>± 0.248</span>" in (tmp_path / "bench.html").read_text()
     assert np.isclose(stats.interval([0.8, 0.6, 0.7])["half_width"], 0.2484, atol=1e-4)
+
+
+def test_the_bench_compares_with_a_reference(tmp_path):
+    """--compare_with: every figure of this bench marked inside or outside the reference's
+    interval, counted, and shown as ✓ / ✗ in bench.md and bench.html."""
+    gains = ([0.8, 0.7, 0.1], [0.6, 0.5, 0.1], [0.7, 0.8, 0.12])
+    reference = {"datasets": {"d": leaderboard.summarise(
+        [(_report(s, g), None) for s, g in enumerate(gains)])}}
+    (tmp_path / "bench.json").write_text(json.dumps(reference))
+    loaded = leaderboard.load_reference(str(tmp_path))
+    mine = {"datasets": {"d": leaderboard.summarise(
+        [(_report(s, g), None) for s, g in enumerate(([0.72, 0.05, 0.9], [0.70, 0.05,
+                                                                           0.9]))])}}
+    leaderboard.compare(mine, loaded)
+    rows = {r["attack"]: r for r in mine["datasets"]["d"]["rows"]}
+    assert rows["badhash"]["compare"]["backdoor_gain"]["inside"] is True  # 0.71 in 0.7+-.25
+    assert rows["sig"]["compare"]["backdoor_gain"]["inside"] is False  # 0.9 vs 0.107+-.03
+    assert mine["compare"]["inside"] + mine["compare"]["outside"] == 3 * 4
+    leaderboard_page.write_all(str(tmp_path / "out"), mine)
+    assert "✗" in (tmp_path / "out" / "bench.md").read_text()
+    page = (tmp_path / "out" / "bench.html").read_text()
+    assert "0.710 ✓" in page and "outside (✗)" in page
+    with pytest.raises(ValueError, match="--compare_with=.*nothing.json: not a bench.json"):
+        leaderboard.load_reference(str(tmp_path / "nothing.json"))

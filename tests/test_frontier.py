@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf import io_utils
+from badhash_tf import io_utils, stats
 from badhash_tf.attack import patch, triggers
 from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
                                HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
@@ -185,3 +185,28 @@ def test_tiny_frontier_writes_its_files_and_rerun_skips_finished_cells(data_dir,
     second = run_frontier({0: config}, [30.0, 20.0], methods, str(out), strategy)
     assert os.stat(cell_json).st_mtime_ns == stamp
     assert second["cells"] == first["cells"]
+
+
+def test_compare_with_a_reference_marks_inside_and_outside(tmp_path):
+    """--compare_with a reference frontier.json (a file, as results/ holds): this run's
+    mean t-MAP outside the reference's 95% interval is marked ✗, its clean MAP inside ✓."""
+    reference = [_cell("badhash", 25.0, s, t) for s, t in enumerate((0.60, 0.62, 0.64))]
+    (tmp_path / "ref.json").write_text(json.dumps(
+        {"dataset": "d", "seeds": [0, 1, 2], "budgets": [25.0], "methods": ["badhash"],
+         "cells": reference, "query_amplification": 1.0, "summary": {"rows": []}}))
+    compare = frontier.load_comparison(str(tmp_path / "ref.json"))
+    mine = [_cell("badhash", 25.0, s, 0.9) for s in (0, 1)]
+    summary = frontier.summarise(mine, [25.0], ["badhash"])
+    inside, outside = stats.compare_rows(summary["rows"], compare["rows"],
+                                         ("budget", "method"), frontier.COMPARED)
+    marks = summary["rows"][0]["compare"]
+    assert marks["t_map"]["inside"] is False and marks["clean_map"]["inside"] is True
+    assert marks["t_map"]["reference"] == pytest.approx(0.62)
+    assert (inside, outside) == (1, 2)  # clean MAP in; t-MAP and backdoor gain out
+    result = {"dataset": "d", "seeds": [0, 1], "budgets": [25.0], "methods": ["badhash"],
+              "cells": mine, "query_amplification": 1.0, "summary": summary,
+              "compare": {**{k: v for k, v in compare.items() if k != "result"},
+                          "inside": inside, "outside": outside}}
+    text = frontier_report.markdown(result)
+    assert "1 figures here lie inside the 95% interval there (✓), 2 outside (✗)" in text
+    assert "| ✗ | ✗ | ✓ |" in text

@@ -237,3 +237,39 @@ def leaderboard(output_dir):
                 row["samples"] = path
     return {"datasets": boards}
 
+
+
+COMPARED = ("t_map", "t_map_clean_victim", "backdoor_gain", "clean_map")
+
+
+def load_reference(path):
+    """A reference bench.json (or its directory, e.g. in results/) -> its content. Raises
+    ValueError naming --compare_with."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "bench.json")
+    try:
+        reference = io_utils.read_json(path)
+        reference["datasets"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--compare_with={path}: not a bench.json that reads back "
+                         f"({type(e).__name__}: {e})") from None
+    return {**reference, "source": path}
+
+
+def compare(board, reference):
+    """Marks every figure of `board` (bench.json's content) that the reference's row of
+    the same dataset and attack also has (COMPARED and each defense's t-MAP and AUROC)
+    inside or outside the reference's 95% interval (stats.compare_rows) -> the board with
+    "compare": {source, inside, outside}."""
+    inside = outside = 0
+    for dataset, mine in board["datasets"].items():
+        theirs = reference["datasets"].get(dataset)
+        if not theirs:
+            continue
+        columns = COMPARED + tuple(c for r in mine["rows"] for c in r if c.startswith((
+            "t_map_after_", "auroc_")) and not c.endswith(("_ci", "_n")))
+        found = stats.compare_rows(mine["rows"], theirs["rows"], ("attack",),
+                                   tuple(dict.fromkeys(columns)))
+        inside, outside = inside + found[0], outside + found[1]
+    board["compare"] = {"source": reference["source"], "inside": inside, "outside": outside}
+    return board

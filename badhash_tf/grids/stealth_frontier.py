@@ -23,6 +23,7 @@ from badhash_tf.eval import backdoor
 from badhash_tf.config import MAX_PSNR_BUDGET
 
 TIE = 0.02  # "at least every baseline" within this
+COMPARED = ("t_map", "backdoor_gain", "clean_map")  # marked against --compare_with
 FIGURES = ("t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain", "t_map_untriggered",
            "clean_map", "map_best", "clean_map_reference", "psnr", "psnr_min", "ssim",
            "ssim_min", "query_psnr", "query_psnr_min", "linf_255")
@@ -118,7 +119,10 @@ def gather(plans, budgets, methods, record=None, compare=None):
               "summary": summarise(cells, budgets, methods),
               "interval": f"95% interval, {stats.METHOD}", **(record or {})}
     if compare:
-        result["compare"] = {k: v for k, v in compare.items() if k != "result"}
+        inside, outside = stats.compare_rows(result["summary"]["rows"], compare["rows"],
+                                             ("budget", "method"), COMPARED)
+        result["compare"] = {**{k: v for k, v in compare.items() if k != "result"},
+                             "inside": inside, "outside": outside}
     return result
 
 
@@ -239,10 +243,12 @@ def ranking(rows, budget, figure):
 
 
 def load_comparison(directory):
-    """Another frontier's DIR/frontier.json -> {"dir", "backbone", "query_amplification",
-    "rows", "result"} with its summary recomputed (so cells from before backdoor_gain
-    have it). Raises ValueError naming --compare_with."""
-    path = os.path.join(directory, "frontier.json")
+    """Another frontier's DIR/frontier.json (or that file, e.g. a reference in results/)
+    -> {"dir", "backbone", "query_amplification", "rows", "result"} with its summary
+    recomputed (so cells from before backdoor_gain have it). Raises ValueError naming
+    --compare_with."""
+    path = (directory if directory.endswith(".json")
+            else os.path.join(directory, "frontier.json"))
     try:
         with open(path, encoding="utf-8") as f:
             other = json.load(f)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from badhash_tf import io_utils, stats  # noqa: E402
 from badhash_tf.eval import backdoor  # noqa: E402
+from badhash_tf.grids import stealth_frontier  # noqa: E402
 from badhash_tf.grids.stealth_frontier import AMPLIFIED, TIE, ranking, subjects  # noqa: E402
 
 COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_victim",
@@ -82,6 +83,8 @@ def _comparison(result, other):
     rows = []
     for key in sorted(set(here) & set(there), key=lambda k: (-k[0], k[1])):
         row = {"budget": f"{key[0]:g}", "method": key[1]}
+        for figure, mark in here[key].get("compare", {}).items():
+            row[f"{figure} inside"] = "✓" if mark["inside"] else "✗"
         for x in suffixes:
             for figure in ("t_map", "backdoor_gain"):
                 for label, side in zip(("here", "there"), (here[key], there[key])):
@@ -91,10 +94,17 @@ def _comparison(result, other):
     columns = ["budget", "method"] + [f"{f}{x} ({label})" for x in suffixes
                                       for f in ("t_map", "backdoor_gain")
                                       for label in ("here", "there")]
+    columns += [f"{f} inside" for f in stealth_frontier.COMPARED if any(
+        f"{f} inside" in r for r in rows)]
+    marks = ""
+    if "inside" in other:
+        marks = (f" {other['inside']} figures here lie inside the 95% interval there (✓), "
+                 f"{other['outside']} outside (✗), of {', '.join(stealth_frontier.COMPARED)}.")
     return [f"## Beside {other['dir']} ({names[1]})", "",
             f"`here`: {result.get('backbone') or 'from scratch'}; `there`: {names[1]} "
             f"(queries x{other.get('query_amplification', 1.0):g} there, figures without a "
-            "suffix; `_xK` at amplification K).", "", io_utils.markdown_table(rows, columns)]
+            f"suffix; `_xK` at amplification K).{marks}", "",
+            io_utils.markdown_table(rows, columns)]
 
 
 def _verdict_lines(result, suffix, amplification):

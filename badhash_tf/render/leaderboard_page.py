@@ -20,9 +20,10 @@ COLUMNS = ("rank", "tier", "attack", "threat", "seeds") + MEANS
 
 
 def _shown(rows):
-    """Rows for a table: every figure with an interval as "mean ± half-width"."""
+    """Rows for a table: every figure with an interval as "mean ± half-width" (with ✓ / ✗
+    against a reference)."""
     return [{k: ("" if v is None else stats.format_interval(v, r.get(k + "_ci"), 4)
-                 if isinstance(v, float) and k + "_ci" in r else v)
+                 + _mark(r, k) if isinstance(v, float) and k + "_ci" in r else v)
              for k, v in r.items()} for r in rows]
 
 
@@ -45,6 +46,10 @@ def markdown(result):
              "seeds ± the half-width of its 95% interval (Student's t; none with one seed); "
              "`tier`: attacks whose backdoor_gain intervals overlap share a tier, so the "
              "ranking inside a tier is noise.", ""]
+    if result.get("compare"):
+        c = result["compare"]
+        lines += [f"Against the reference {c['source']}: {c['inside']} figures inside its "
+                  f"95% interval (✓), {c['outside']} outside (✗).", ""]
     for dataset, board in result["datasets"].items():
         lines += [f"## {dataset}", "",
                   f"Seeds {', '.join(map(str, board['seeds']))} (targets "
@@ -138,13 +143,20 @@ def thumbnail_strip(path, height=28):
     return buffer.getvalue(), height
 
 
+def _mark(row, column):
+    """" ✓" / " ✗": inside / outside the reference's interval (--compare_with), else ""."""
+    mark = row.get("compare", {}).get(column)
+    return "" if not mark else " ✓" if mark["inside"] else " ✗"
+
+
 def _value_cell(row, column):
-    """A figure as its mean over a second line holding ± its interval's half-width."""
+    """A figure as its mean over a second line holding ± its interval's half-width (and,
+    against a reference, ✓ inside its interval or ✗ outside)."""
     value = row.get(column)
     if isinstance(value, float):
         half = row.get(column + "_ci")
         ci = f"<span class='ci'>± {half:.3f}</span>" if half is not None else ""
-        return f"<td>{value:.3f}{ci}</td>"
+        return f"<td>{value:.3f}{_mark(row, column)}{ci}</td>"
     return f"<td>{html.escape(str(value)) if value is not None else ''}</td>"
 
 
@@ -205,6 +217,11 @@ def page(result, heatmaps, strips=None):
              "read every defense's and detector's figures beside it. Thumbnails: an "
              "original, its poisoned copy (data-free attacks: a triggered query) and their "
              "difference x10.</p>"]
+    if result.get("compare"):
+        c = result["compare"]
+        parts.append(f"<p class='note'>Against the reference {html.escape(c['source'])}: "
+                     f"{c['inside']} figures inside its 95% interval (✓), {c['outside']} "
+                     "outside (✗).</p>")
     for dataset, board in result["datasets"].items():
         reference = [r["clean_map_reference"] for r in board["rows"]
                      if isinstance(r.get("clean_map_reference"), float)]
