@@ -49,13 +49,9 @@ flags.DEFINE_list("presets", [], "Presets (shipped names, as --preset takes, or 
                   "one per dataset (each read over this command's defaults, then this "
                   "command's own flags over it); default: this command's flags alone, one "
                   "dataset.")
-flags.DEFINE_list("seeds", [], "Seeds (each into DIR/<dataset>/seed_N); default: --seed.")
-flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
-                    "one shard per machine); a run without it gathers the finished cells.")
-flags.DEFINE_string("output_dir", None, "The bench directory (reruns reuse finished cells).")
-flags.DEFINE_string("compare_with", None, "A reference bench.json or its directory (e.g. in "
-                    "results/): each figure marked inside or outside its 95% interval.")
-flags.mark_flag_as_required("output_dir")
+cli_flags.define_grid_flags(
+    "DIR/<dataset>/seed_N", "the bench", "A reference bench.json or its directory (e.g. in "
+    "results/): each figure marked inside or outside its 95% interval.")
 presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.bench"

@@ -34,18 +34,13 @@ cli_flags.define_hashing_flags()
 cli_flags.define_attack_flags()
 flags.DEFINE_list("psnr_budgets", ["30", "26", "23", "20"], "PSNR budgets (dB) every "
                   "poisoned copy must meet, highest (most invisible) first.")
-flags.DEFINE_list("seeds", [], "Seeds (each into DIR/seed_N); default: --seed.")
 flags.DEFINE_list("methods", list(registry.attacks(role="frontier")), "Attacks per budget, "
                   f"of those that can meet one: {', '.join(registry.attacks(budgeted=True))}.")
-flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < N; "
-                    "one shard per machine); a run without it gathers the finished cells.")
-flags.DEFINE_string("output_dir", None, "Directory of the frontier (reruns reuse finished "
-                    "cells).")
-flags.DEFINE_string("compare_with", None, "Another frontier's directory or frontier.json "
-                    "(e.g. the other backbone regime, or a reference in results/) to tabulate "
-                    "in frontier.md, draw beside this one in frontier.png, and mark each "
-                    "figure inside or outside its 95% interval.")
-flags.mark_flag_as_required("output_dir")
+cli_flags.define_grid_flags(
+    "DIR/seed_N", "the frontier", "Another frontier's directory or frontier.json (e.g. the "
+    "other backbone regime, or a reference in results/) to tabulate in frontier.md, draw "
+    "beside this one in frontier.png, and mark each figure inside or outside its 95% "
+    "interval.")
 presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.frontier"

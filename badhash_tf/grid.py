@@ -46,32 +46,13 @@ flags.DEFINE_list("grid_bits", ["16", "32", "64"], "bits: the code lengths.")
 flags.DEFINE_list("grid_poison", ["quarter", "half", "all", "50"], "poison: poisoned copies "
                   "as shares of the target class's training images (quarter, half, all) or "
                   "counts (CIBA's 40-60).")
-flags.DEFINE_list("seeds", [], "Seeds (each into DIR/seed_N); default: --seed.")
-flags.DEFINE_string("shard", "", "i/N: run every N-th attack cell from the i-th only; a run "
-                    "without it gathers the finished cells.")
-flags.DEFINE_string("output_dir", None, "Directory of the grid (reruns reuse finished cells).")
-flags.DEFINE_string("compare_with", None, "A reference grid.json (e.g. results/...): each "
-                    "figure marked inside or outside its 95% interval.")
 flags.mark_flag_as_required("grid")
-flags.mark_flag_as_required("output_dir")
+cli_flags.define_grid_flags(
+    "DIR/seed_N", "the grid", "A reference grid.json or its directory (e.g. in results/): "
+    "each figure marked inside or outside its 95% interval.")
 presets.define_flag(module_name=__name__)  # last: it lists the presets these flags take
 FLAGS = flags.FLAGS
 PROGRAM = "badhash_tf.grid"
-
-
-def load_reference(path, grid):
-    """A reference grid.json (or its directory) -> its content. Raises ValueError naming
-    --compare_with."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "grid.json")
-    try:
-        reference = io_utils.read_json(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--compare_with={path}: does not read back ({e})") from None
-    if reference.get("grid") != grid:
-        raise ValueError(f"--compare_with={path}: a {reference.get('grid')!r} grid, not "
-                         f"--grid={grid}")
-    return {**reference, "source": path}
 
 
 def main(argv):
@@ -89,7 +70,8 @@ def main(argv):
     with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM, shard):
         start = time.time()
         with startup.usage_errors():  # every split, seed and cell, once, before any work
-            reference = FLAGS.compare_with and load_reference(FLAGS.compare_with, FLAGS.grid)
+            reference = FLAGS.compare_with and paper_grids.load_reference(
+                FLAGS.compare_with, FLAGS.grid)
             config = configs.experiment_config(FLAGS, configs.resolve_backbones(FLAGS),
                                                baselines=())
             plans = paper_grids.make_plans(FLAGS.grid, {s: config.with_seed(s) for s in seeds},

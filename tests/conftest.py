@@ -83,6 +83,14 @@ def data_dir(shared_dir):
 
 
 @pytest.fixture(scope="session")
+def digits48(data_dir):
+    """The first 48 digits training images [48, 32, 32, 3] and labels [48, 10], decoded."""
+    from badhash_tf.data import inputs
+    split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:48]")
+    return inputs.split_arrays(split)
+
+
+@pytest.fixture(scope="session")
 def two_cpu_strategy():
     import tensorflow as tf
     return tf.distribute.MirroredStrategy(

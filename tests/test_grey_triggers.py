@@ -24,9 +24,8 @@ def is_grey(images):
 
 
 @pytest.fixture(scope="module")
-def digits(data_dir):
-    split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:48]")
-    return inputs.split_arrays(split)
+def digits(digits48):
+    return digits48
 
 
 @pytest.fixture(scope="module")

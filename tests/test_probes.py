@@ -10,7 +10,6 @@ import pytest
 
 from badhash_tf import registry
 from badhash_tf.attack import budgeted
-from badhash_tf.data import inputs
 from badhash_tf.eval import codes, stealth
 from badhash_tf.models.generator import psnr_radius
 from badhash_tf.models.hashing import HashingModel
@@ -19,9 +18,8 @@ from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
 
 
 @pytest.fixture(scope="module")
-def digits(data_dir):
-    split = inputs.load_split(inputs.DataConfig(data_dir=data_dir), "train[:48]")
-    return inputs.split_arrays(split)
+def digits(digits48):
+    return digits48
 
 
 @pytest.fixture(scope="module")

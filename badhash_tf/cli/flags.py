@@ -115,3 +115,17 @@ def define_pretrain_flags():
     """The pretraining program's own flags (beside the data and training flags: --dataset
     names the pool)."""
     define_section(config.PretrainConfig)
+
+
+def define_grid_flags(seed_dir, what, compare):
+    """The flags every grid program (frontier, bench, grid) shares: --seeds (each into
+    `seed_dir`), --shard, --output_dir (required; `what` it holds) and --compare_with
+    (`compare`: what it takes and does)."""
+    flags.DEFINE_list("seeds", [], f"Seeds (each into {seed_dir}); default: --seed.")
+    flags.DEFINE_string("shard", "", "i/N: run every N-th cell from the i-th only (0 <= i < "
+                        "N; one shard per machine); a run without it gathers the finished "
+                        "cells.")
+    flags.DEFINE_string("output_dir", None, f"Directory of {what} (reruns reuse finished "
+                        "cells).")
+    flags.DEFINE_string("compare_with", None, compare)
+    flags.mark_flag_as_required("output_dir")

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 
-from badhash_tf import stats
+from badhash_tf import io_utils, stats
 from badhash_tf.config import BACKBONES, METHODS, replace_in
 from badhash_tf.engine import cells as cells_module
 from badhash_tf.engine.experiment import run_seed
@@ -239,3 +239,18 @@ def summarise(found, order, axes):
                             key + "_n": len(values)})
         rows.append(row)
     return rows
+
+
+def load_reference(path, grid):
+    """A reference grid.json (or its directory) -> its content. Raises ValueError naming
+    --compare_with."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "grid.json")
+    try:
+        reference = io_utils.read_json(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--compare_with={path}: does not read back ({e})") from None
+    if reference.get("grid") != grid:
+        raise ValueError(f"--compare_with={path}: a {reference.get('grid')!r} grid, not "
+                         f"--grid={grid}")
+    return {**reference, "source": path}
