@@ -145,3 +145,17 @@ def test_find_variants_passes_over_stages_moved_aside(tmp_path):
         (tmp_path / name / VARIANT_JSON).write_text("{}")
     assert [os.path.basename(d) for d in harness.find_variants(str(tmp_path))] == [
         "badhash", "darkhash"]
+
+
+def test_find_variants_follows_linked_stages_once(tmp_path):
+    """A cell linked from another run (the demo's frontier links the attack run's BadHash,
+    the grids link shared stages) is found, and a directory reached twice is read once."""
+    (tmp_path / "other" / "badhash").mkdir(parents=True)
+    (tmp_path / "other" / "badhash" / VARIANT_JSON).write_text("{}")
+    run = tmp_path / "run"
+    (run / "patch").mkdir(parents=True)
+    (run / "patch" / VARIANT_JSON).write_text("{}")
+    (run / "badhash").symlink_to(tmp_path / "other" / "badhash")
+    (run / "loop").symlink_to(run)  # a link back up is not walked again
+    assert [os.path.relpath(d, run) for d in harness.find_variants(str(run))] == [
+        "badhash", "patch"]

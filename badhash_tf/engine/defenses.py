@@ -44,10 +44,15 @@ def check_defenses(names):
 def find_variants(run_dir, skip=()):
     """Finished attack directories under `run_dir` (pipeline: <attack>/; seeds:
     seed_N/<attack>/; frontier: seed_N/psnr_B/<method>/; bench: <dataset>/seed_N/<attack>),
-    sorted, `skip` not entered, nor hidden directories, stages moved aside by --overwrite
+    sorted (a stage linked from another run, as a grid or the demo links them, included),
+    `skip` not entered, nor hidden directories, stages moved aside by --overwrite
     (<dir>.replaced-<time>), or cells recorded as skipped (no trigger met their budget)."""
-    found, skip = [], {os.path.abspath(s) for s in skip}
-    for root, dirs, files in os.walk(run_dir):
+    found, skip, seen = [], {os.path.abspath(s) for s in skip}, set()
+    for root, dirs, files in os.walk(run_dir, followlinks=True):  # linked stages too
+        if os.path.realpath(root) in seen:  # (a directory reached twice through links)
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(root))
         dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(root, d)) not in skip
                          and not d.startswith(".") and ".replaced-" not in d)
         if VARIANT_JSON in files:
