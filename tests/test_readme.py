@@ -19,6 +19,7 @@ README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 COMMAND = re.compile(r"python -m (badhash_tf\.\w+)([^\n`]*)")
 FLAG = re.compile(r"(?<![\w-])--(?:no)?([a-z][a-z0-9_]*[a-z0-9])(?![\w-])")
 SCRIPTS = ("badhash-demo", "badhash-pretrain", "badhash-pipeline", "badhash-frontier", "badhash-defend",
+           "badhash-grid",
            "badhash-bench",
            "badhash-train-victim", "badhash-probe", "badhash-export", "badhash-client",
            "badhash-launch-local")
