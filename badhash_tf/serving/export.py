@@ -205,7 +205,7 @@ def load_run_models(run_dir, encoder="victim"):
     g = c["gan"]
     generator = Generator(size, g["base_width"], g["residual_blocks"], len(feature),
                           g["label_width"], g.get("psnr_budget", 0.0),
-                          c["attack"].get("grey_triggers", False))
+                          own.get("grey_triggers", False))
     _restore(layout.generator(), generator=generator)
     return hashing, generator, feature, report
 
