@@ -169,8 +169,11 @@ def link_shared(plans, overwrite=None):
                 continue
             os.makedirs(first[key], exist_ok=True)
             os.makedirs(os.path.dirname(stage.directory), exist_ok=True)
-            os.symlink(os.path.relpath(first[key], os.path.dirname(stage.directory)),
-                       stage.directory)
+            try:
+                os.symlink(os.path.relpath(first[key], os.path.dirname(stage.directory)),
+                           stage.directory)
+            except FileExistsError:  # another shard linked it meanwhile
+                pass
         plan.decisions = cells_module.check(plan.stages, plan.layout.root, overwrite)
 
 
