@@ -82,11 +82,7 @@ def dataset_name(dataset):
 
 def main(argv):
     startup.start_program(argv, FLAGS)
-    seeds = startup.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
-    shard = startup.parse_shard(FLAGS.shard)
-    if shard and FLAGS.overwrite:
-        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
-                             "stages; run it once without --shard")
+    seeds, shard = startup.parse_grid_flags(FLAGS)
     with startup.usage_errors():
         leaderboard.check_bench_attacks(FLAGS.attacks)
         if FLAGS.defenses:

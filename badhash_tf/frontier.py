@@ -17,7 +17,7 @@ early.refuse_held_run_dir(__name__, "badhash-frontier")  # before TensorFlow loa
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from badhash_tf import io_utils, presets, registry
 from badhash_tf.cli import configs, startup
@@ -50,11 +50,7 @@ def main(argv):
     startup.start_program(argv, FLAGS)
     budgets = startup.parse_list("psnr_budgets", FLAGS.psnr_budgets, float, "numbers",
                                  "budget")
-    seeds = startup.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
-    shard = startup.parse_shard(FLAGS.shard)
-    if shard and FLAGS.overwrite:
-        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
-                             "stages; run it once without --shard")
+    seeds, shard = startup.parse_grid_flags(FLAGS)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.logical_cpus)
     startup.check_replicas(FLAGS, strategy)
     with startup.output_dir_lock(FLAGS.output_dir, strategy, PROGRAM, shard):

@@ -19,7 +19,7 @@ early.refuse_held_run_dir(__name__, "badhash-grid")  # before TensorFlow loads
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from badhash_tf import io_utils, presets, stats
 from badhash_tf.cli import configs, startup
@@ -57,11 +57,7 @@ PROGRAM = "badhash_tf.grid"
 
 def main(argv):
     startup.start_program(argv, FLAGS)
-    seeds = startup.parse_seeds(FLAGS.seeds) or [FLAGS.seed]
-    shard = startup.parse_shard(FLAGS.shard)
-    if shard and FLAGS.overwrite:
-        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
-                             "stages; run it once without --shard")
+    seeds, shard = startup.parse_grid_flags(FLAGS)
     bits = startup.parse_list("grid_bits", FLAGS.grid_bits, int, "integers", "code length")
     options = {"methods": FLAGS.grid_methods, "backbones": FLAGS.grid_backbones,
                "bits": bits, "poison": FLAGS.grid_poison}

@@ -159,6 +159,17 @@ def parse_shard(text):
         raise app.UsageError(str(e)) from None
 
 
+def parse_grid_flags(flag_values):
+    """A grid program's --seeds (default --seed) and --shard -> (seeds, shard or None).
+    Raises app.UsageError naming the flag, and for --overwrite with --shard."""
+    seeds = parse_seeds(flag_values.seeds) or [flag_values.seed]
+    shard = parse_shard(flag_values.shard)
+    if shard and flag_values.overwrite:
+        raise app.UsageError("--overwrite with --shard: shards would move aside each other's "
+                             "stages; run it once without --shard")
+    return seeds, shard
+
+
 def check_replicas(flag_values, strategy):
     """Every batch flag must split evenly over the strategy's replicas (checked before any
     work). Raises app.UsageError naming the flag."""
