@@ -51,6 +51,13 @@ def format_interval(mean, half_width, digits=3):
     return text if half_width is None else f"{text} ± {half_width:.{digits}f}"
 
 
+def mark(row, figure):
+    """" ✓" / " ✗": `figure` of a row marked by compare_rows lies inside / outside the
+    reference's interval; "" when unmarked."""
+    found = row.get("compare", {}).get(figure)
+    return "" if not found else " ✓" if found["inside"] else " ✗"
+
+
 def inside(value, mean, half_width, tolerance=5e-4):
     """Whether `value` lies in the interval mean +- half_width (a reference with one seed,
     no half-width, is a point: within `tolerance`, the printed digits)."""

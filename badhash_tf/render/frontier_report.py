@@ -83,8 +83,8 @@ def _comparison(result, other):
     rows = []
     for key in sorted(set(here) & set(there), key=lambda k: (-k[0], k[1])):
         row = {"budget": f"{key[0]:g}", "method": key[1]}
-        for figure, mark in here[key].get("compare", {}).items():
-            row[f"{figure} inside"] = "✓" if mark["inside"] else "✗"
+        for figure in here[key].get("compare", {}):
+            row[f"{figure} inside"] = stats.mark(here[key], figure).strip()
         for x in suffixes:
             for figure in ("t_map", "backdoor_gain"):
                 for label, side in zip(("here", "there"), (here[key], there[key])):

@@ -22,10 +22,7 @@ TITLES = {"transfer": "Transferability: the surrogate's scheme (rows) against th
 
 def _cell(row, key, digits=3):
     text = stats.format_interval(row.get(key), row.get(key + "_ci"), digits)
-    mark = row.get("compare", {}).get(key)
-    if text and mark:
-        text += " ✓" if mark["inside"] else " ✗"
-    return text
+    return text + stats.mark(row, key) if text else text
 
 
 def markdown(result):

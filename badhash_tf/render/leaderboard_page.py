@@ -23,7 +23,7 @@ def _shown(rows):
     """Rows for a table: every figure with an interval as "mean ± half-width" (with ✓ / ✗
     against a reference)."""
     return [{k: ("" if v is None else stats.format_interval(v, r.get(k + "_ci"), 4)
-                 + _mark(r, k) if isinstance(v, float) and k + "_ci" in r else v)
+                 + stats.mark(r, k) if isinstance(v, float) and k + "_ci" in r else v)
              for k, v in r.items()} for r in rows]
 
 
@@ -119,7 +119,8 @@ STEALTH = (("psnr", "PSNR"), ("ssim", "SSIM"))
 STYLE = ("body{font-family:sans-serif;margin:1em;max-width:84em;font-size:14px}"
          "table{border-collapse:collapse;font-size:12px;margin:.6em 0}"
          "td,th{border:1px solid #ccc;padding:2px 4px;text-align:right;vertical-align:middle}"
-         "th{background:#f3f3f3;font-weight:600;max-width:7em}th.group{text-align:center;background:#e4e4e4}"
+         "th{background:#f3f3f3;font-weight:600;max-width:7em}"
+         "th.group{text-align:center;background:#e4e4e4}"
          "td.attack{text-align:left;white-space:nowrap}td.attack small{color:#666}"
          "td .ci{display:block;color:#777;font-size:10px;white-space:nowrap}"
          "tr.control td{background:#f7f7ff;font-style:italic}"
@@ -127,10 +128,12 @@ STYLE = ("body{font-family:sans-serif;margin:1em;max-width:84em;font-size:14px}"
          ".note{color:#444;max-width:70em}")
 
 
-def thumbnail_strip(path, height=28):
+STRIP_HEIGHT = 28  # px: a thumbnail strip beside its attack's name
+
+
+def thumbnail_strip(path):
     """An attack's first poisoned copy beside its original and their difference x10
-    (a <cell>/samples.npz) -> (PNG bytes, the height to show it at), or None without
-    one."""
+    (a <cell>/samples.npz) -> PNG bytes, or None without one."""
     if not path or not os.path.exists(path):
         return None
     with np.load(path) as samples:
@@ -140,13 +143,7 @@ def thumbnail_strip(path, height=28):
     strip = np.concatenate([original, gap, poisoned, gap, difference], axis=1)
     buffer = io.BytesIO()
     plt.imsave(buffer, strip, format="png")
-    return buffer.getvalue(), height
-
-
-def _mark(row, column):
-    """" ✓" / " ✗": inside / outside the reference's interval (--compare_with), else ""."""
-    mark = row.get("compare", {}).get(column)
-    return "" if not mark else " ✓" if mark["inside"] else " ✗"
+    return buffer.getvalue()
 
 
 def _value_cell(row, column):
@@ -156,7 +153,7 @@ def _value_cell(row, column):
     if isinstance(value, float):
         half = row.get(column + "_ci")
         ci = f"<span class='ci'>± {half:.3f}</span>" if half is not None else ""
-        return f"<td>{value:.3f}{_mark(row, column)}{ci}</td>"
+        return f"<td>{value:.3f}{stats.mark(row, column)}{ci}</td>"
     return f"<td>{html.escape(str(value)) if value is not None else ''}</td>"
 
 
@@ -165,11 +162,10 @@ def _attack_cell(row, strip):
     tier = f" <small>tier {row['tier']}</small>" if row.get("tier") else ""
     image = ""
     if strip:
-        data, height = strip
-        image = (f"<img class='strip' height='{height}' title='original, poisoned copy, "
+        image = (f"<img class='strip' height='{STRIP_HEIGHT}' title='original, poisoned copy, "
                  f"difference x10' alt='{html.escape(row['attack'])}: original, poisoned, "
                  f"difference x10' src='data:image/png;base64,"
-                 f"{base64.b64encode(data).decode()}'>")
+                 f"{base64.b64encode(strip).decode()}'>")
     return (f"<td class='attack' title='{html.escape(row.get('threat', ''))}'>{rank}"
             f"<b>{html.escape(row['attack'])}</b>{tier}{image}</td>")
 
