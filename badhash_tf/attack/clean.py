@@ -10,7 +10,6 @@ it gives clean queries, a transform's t-MAP what the clean model retrieves anywa
 import os
 
 from badhash_tf import registry
-from badhash_tf.attack import poison
 from badhash_tf.training import distribute
 
 NAME = "clean"
@@ -21,15 +20,11 @@ def control(ctx):
     queries (backdoor_gain 0 by construction), its copies written unchanged to
     <cell>/poison, its victim a link to the reference victim's directory."""
     setting = ctx.setting
-    originals, labels, positions = setting.target_images
-    if distribute.is_chief(ctx.strategy):
-        if not os.path.exists(ctx.path("poison")):
-            poison.write_poison_set(ctx.path("poison"), originals, labels, positions,
-                                    {"variant": ctx.name, "target_label": ctx.target})
-        if not os.path.lexists(ctx.path("victim")):
-            reference = setting.plan.shared["reference_victim"].directory
-            os.symlink(os.path.relpath(reference, ctx.directory), ctx.path("victim"))
-    distribute.barrier(ctx.strategy)
+    originals = setting.target_images[0]
+    if distribute.is_chief(ctx.strategy) and not os.path.lexists(ctx.path("victim")):
+        reference = setting.plan.shared["reference_victim"].directory
+        os.symlink(os.path.relpath(reference, ctx.directory), ctx.path("victim"))
+    ctx.write_copies(lambda: originals)  # (unchanged; after the link: one barrier for both)
     evaluation, queries = setting.evaluation, setting.evaluation.queries[0]
     metrics = {"t_map_best": None, **setting.reference_metrics}
     figures, space = evaluation.figures(queries, setting.reference, setting.reference_codes,

@@ -203,6 +203,18 @@ class AttackContext:
     def memo(self, key, make):
         return self.setting.memo(key, make)
 
+    def write_copies(self, make):
+        """The cell's copies in <cell>/poison: `make()` -> images [N, S, S, 3] of the
+        seed's target-class images (setting.target_images), written by the chief unless
+        already there (never overwritten), then read by every worker -> the directory."""
+        directory = self.path("poison")
+        if not os.path.exists(directory) and distribute.is_chief(self.strategy):
+            _, labels, positions = self.setting.target_images
+            poison.write_poison_set(directory, make(), labels, positions,
+                                    {"variant": self.name, "target_label": self.target})
+        distribute.barrier(self.strategy)  # other workers read what the chief wrote
+        return directory
+
     def section(self, name):
         """The config of one of the attack's own sections (its defaults when unset)."""
         return self.config.sections.get(name) or registry.sections()[name].config_class()

@@ -21,7 +21,6 @@ from badhash_tf.engine import cells
 from badhash_tf.engine.layout import HASH_SPACE, SAMPLES, TRIGGERED_QUERIES, VARIANT_JSON
 from badhash_tf.engine.stages import AttackContext
 from badhash_tf.eval import stealth
-from badhash_tf.training import distribute
 from badhash_tf.data.inputs import split_arrays
 from badhash_tf.training.victim import train_and_evaluate
 
@@ -88,13 +87,9 @@ def poison_and_score(ctx, spec, trigger):
     victim on the clean split plus the copies in <cell>/victim, scores it ->
     (figures, artifacts)."""
     setting, c = ctx.setting, ctx.config
-    originals, labels, positions = setting.target_images
-    poison_dir = ctx.path("poison")
-    if not os.path.exists(poison_dir) and distribute.is_chief(ctx.strategy):
-        poison.write_poison_set(poison_dir, triggers.apply(trigger.poison, originals), labels,
-                                positions, {"variant": ctx.name, "target_label": ctx.target})
-    distribute.barrier(ctx.strategy)  # other workers read what the chief wrote
-    poisoned_split = poison.load_poison_set(poison_dir)
+    originals = setting.target_images[0]
+    poisoned_split = poison.load_poison_set(ctx.write_copies(
+        lambda: triggers.apply(trigger.poison, originals)))
     poisoned, _ = split_arrays(poisoned_split)
     evaluation, data = setting.evaluation, setting.plan.data
     amplification = c.attack.query_amplification if spec.amplified else 1.0
