@@ -5,13 +5,16 @@ made with different flags or data.
 
 Fields that do not change results (metadata fingerprint=False: how the loop is cut, where
 it runs, where data is cached, what the report shows) are left out; fields naming a file a
-stage starts from (metadata file=True) are recorded by its bytes' sha256; counts that
---train_steps > 0 overrides are recorded as overridden.
+stage starts from (metadata file=True) are recorded by their path and their bytes' sha256,
+and compared by the bytes only (the same backbone reached through another path, e.g. a
+relative cache from another directory, is the same input); counts that --train_steps > 0
+overrides are recorded as overridden.
 """
 
 import dataclasses
 import functools
 import os
+import re
 
 from badhash_tf import config as config_module
 from badhash_tf import io_utils, registry
@@ -61,6 +64,16 @@ def _file_identity(path):
 def _identity(path, size, mtime_ns):
     del size, mtime_ns  # (the cache key: a rewritten file is hashed again)
     return f"{path} (sha256 {io_utils.file_sha256(path)[:16]})"
+
+
+_FILE_IDENTITY = re.compile(r"^.* \(sha256 ([0-9a-f]{16})\)$")
+
+
+def comparable(value):
+    """A fingerprint value as two fingerprints compare it: a file's identity ("PATH (sha256
+    H)") by its bytes' digest H alone, anything else as it is."""
+    match = _FILE_IDENTITY.match(value) if isinstance(value, str) else None
+    return f"sha256 {match.group(1)}" if match else value
 
 
 def defaults(**sections):
@@ -117,7 +130,7 @@ def differences(recorded, now, default=None):
     out = []
     for key in sorted(set(recorded) | set(now)):
         before, after = recorded.get(key, "(unset)"), now.get(key, "(unset)")
-        if before == after:
+        if comparable(before) == comparable(after):
             continue
         if key.startswith(DATA_IDENTITY) and isinstance(before, dict) and \
                 isinstance(after, dict):

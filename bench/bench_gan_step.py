@@ -6,8 +6,8 @@ and without XLA (`jit_compile=True`); optionally 1 vs 2 replicas (MirroredStrate
 logical CPUs). Random images; the surrogate is a small-CNN hashing model.
 
 python bench/bench_gan_step.py [--sizes=224,32] [--replicas=1,2] [--steps=3]
-The 32x32 setting takes the GAN flags of flags/digits.cfg (read first; flags given after it
-override them); 224x224 takes the paper's defaults.
+The 32x32 setting takes the GAN flags of the digits preset (read first; flags given after
+it override them); 224x224 takes the paper's defaults.
 """
 
 import os
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from badhash_tf import io_utils  # noqa: E402
+from badhash_tf import io_utils, presets  # noqa: E402
 from badhash_tf.cli import flags as cli_flags  # noqa: E402
 from badhash_tf.cli.configs import from_flags  # noqa: E402
 from badhash_tf.config import GANConfig  # noqa: E402
@@ -39,8 +39,7 @@ flags.DEFINE_integer("steps", 0, "Timed steps per setting (0: 2 at 224, 8 at 32)
 flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 FLAGS = flags.FLAGS
 
-DEMO_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "flags", "digits.cfg")
+DEMO_PRESET = "digits"
 
 
 def settings():
@@ -106,4 +105,5 @@ def main(_):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=[sys.argv[0], f"--flagfile={DEMO_PRESET}"] + sys.argv[1:])
+    # the preset's lines, its own --preset includes expanded (this script defines no --preset)
+    app.run(main, argv=[sys.argv[0]] + presets.read(DEMO_PRESET) + sys.argv[1:])

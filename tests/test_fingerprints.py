@@ -170,3 +170,19 @@ def test_train_steps_records_the_counts_it_overrides_as_overridden():
     assert short(1)["gan.epochs"] == "(--train_steps=20)" == short(1)["train.epochs"]
     full = lambda epochs: fingerprints.flatten(train=TrainConfig(), gan=GANConfig(epochs=epochs))
     assert full(1)["gan.epochs"] == 1 and full(1) != full(2)
+
+
+def test_a_backbone_file_is_compared_by_its_bytes_not_its_path(tmp_path):
+    """The same weights reached through another path (a relative cache read from another
+    directory, a copy) are the same input; other bytes at the same path are not."""
+    first, copy = tmp_path / "a.weights.h5", tmp_path / "elsewhere.weights.h5"
+    first.write_bytes(b"weights one")
+    copy.write_bytes(b"weights one")
+    runs = tmp_path / "run"
+    with_file = lambda path: replace_in(CONFIG, "hashing", backbone_weights=str(path))
+    record(stages(with_file(first), runs))
+    _check(with_file(copy), runs)  # no error: equal bytes
+    first.write_bytes(b"weights two")
+    with pytest.raises(cells.StageMismatchError, match=r"surrogate/ \(--pretrained_backbone "
+                       r"/ .*\(sha256 [0-9a-f]{16}\)' -> '.*a\.weights\.h5 \(sha256 "):
+        _check(with_file(first), runs)
