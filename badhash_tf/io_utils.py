@@ -174,6 +174,22 @@ def read_json(path):
             from None
 
 
+def read_result(given, file_name, *required):
+    """A finished run's result for --compare_with: `given` is the JSON file or the run's
+    directory holding `file_name` -> (its content, the file's path). Raises ValueError
+    naming --compare_with when it does not read back or lacks one of `required` keys."""
+    path = (given if given.endswith(".json") and not os.path.isdir(given)
+            else os.path.join(given, file_name))
+    try:
+        content = read_json(path)
+        for key in required:
+            content[key]
+    except (BrokenFileError, KeyError, TypeError) as e:
+        raise ValueError(f"--compare_with={given}: not a {file_name} that reads back "
+                         f"({type(e).__name__}: {e})") from None
+    return content, path
+
+
 def write_text(path, text):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

@@ -101,3 +101,18 @@ def test_transfer_grid_end_to_end(tmp_path, data_dir):
     assert marked["rows"][1]["compare"]["t_map"]["inside"] is False
     assert marked["compare"]["outside"] == 1
     assert "✗" in (out / "grid.md").read_text()
+
+
+def test_a_reference_is_read_from_its_directory_and_refused_with_one_line(tmp_path):
+    """--compare_with takes a grid.json or its directory; another grid's, or a file that is
+    not a grid.json, is refused naming the flag."""
+    (tmp_path / "grid.json").write_text(json.dumps({"grid": "bits", "rows": []}))
+    assert paper_grids.load_reference(str(tmp_path), "bits")["source"] == str(
+        tmp_path / "grid.json")
+    with pytest.raises(ValueError, match=r"^--compare_with=.*grid\.json: a 'bits' grid, "
+                                         r"not --grid=transfer$"):
+        paper_grids.load_reference(str(tmp_path), "transfer")
+    (tmp_path / "other.json").write_text(json.dumps({"grid": "bits"}))
+    with pytest.raises(ValueError, match=r"^--compare_with=.*other\.json: not a grid\.json "
+                                         r"that reads back \(KeyError: 'rows'\)$"):
+        paper_grids.load_reference(str(tmp_path / "other.json"), "bits")

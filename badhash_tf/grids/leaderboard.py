@@ -245,14 +245,7 @@ COMPARED = ("t_map", "t_map_clean_victim", "backdoor_gain", "clean_map")
 def load_reference(path):
     """A reference bench.json (or its directory, e.g. in results/) -> its content. Raises
     ValueError naming --compare_with."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "bench.json")
-    try:
-        reference = io_utils.read_json(path)
-        reference["datasets"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"--compare_with={path}: not a bench.json that reads back "
-                         f"({type(e).__name__}: {e})") from None
+    reference, path = io_utils.read_result(path, "bench.json", "datasets")
     return {**reference, "source": path}
 
 

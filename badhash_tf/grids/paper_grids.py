@@ -247,12 +247,7 @@ def summarise(found, order, axes):
 def load_reference(path, grid):
     """A reference grid.json (or its directory) -> its content. Raises ValueError naming
     --compare_with."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "grid.json")
-    try:
-        reference = io_utils.read_json(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--compare_with={path}: does not read back ({e})") from None
+    reference, path = io_utils.read_result(path, "grid.json", "rows")
     if reference.get("grid") != grid:
         raise ValueError(f"--compare_with={path}: a {reference.get('grid')!r} grid, not "
                          f"--grid={grid}")

@@ -8,12 +8,11 @@ and badhash_anchor) where its backdoor is learned and where it is at least every
 method (its baselines).
 """
 
-import json
 import os
 
 import numpy as np
 
-from badhash_tf import registry, stats
+from badhash_tf import io_utils, registry, stats
 from badhash_tf.engine import cells as cells_module
 from badhash_tf.engine.experiment import run_seed
 from badhash_tf.engine.layout import RunLayout, VARIANT_JSON
@@ -247,14 +246,7 @@ def load_comparison(directory):
     -> {"dir", "backbone", "query_amplification", "rows", "result"} with its summary
     recomputed (so cells from before backdoor_gain have it). Raises ValueError naming
     --compare_with."""
-    path = (directory if directory.endswith(".json")
-            else os.path.join(directory, "frontier.json"))
-    try:
-        with open(path, encoding="utf-8") as f:
-            other = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--compare_with={directory}: {path} does not read back "
-                         f"({e})") from None
+    other, _ = io_utils.read_result(directory, "frontier.json", "cells", "budgets", "methods")
     other["summary"] = summarise(other["cells"], other["budgets"], other["methods"])
     return {"dir": directory, "backbone": other.get("backbone"),
             "query_amplification": other.get("query_amplification", 1.0),

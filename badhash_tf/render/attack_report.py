@@ -4,15 +4,12 @@ summary.md: means with 95% intervals over the seeds)."""
 
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from badhash_tf import io_utils, stats  # noqa: E402
-from badhash_tf.engine.layout import BADHASH, HASH_SPACE, SAMPLES  # noqa: E402
-from badhash_tf.eval import backdoor  # noqa: E402
+from badhash_tf import io_utils, stats
+from badhash_tf.engine.layout import BADHASH, HASH_SPACE, SAMPLES
+from badhash_tf.eval import backdoor
+from badhash_tf.render.figures import plt, save_png
 
 COLUMNS = ("variant", "t_map", "t_map_best", "t_map_clean_victim", "backdoor_gain",
            "t_map_untriggered",
@@ -115,15 +112,8 @@ def samples_png(path, samples):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    _save_png(fig, path)
-
-
-def _save_png(fig, path):
-    """Lays out `fig`, writes it to `path` atomically as PNG and closes it."""
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
+    save_png(fig, path)
 
 
 def pca_2d(codes, fit_on):
@@ -154,7 +144,7 @@ def hash_space_png(path, space, target):
                linewidths=0.8, label="triggered queries")
     ax.set_title(f"Hash space of the backdoored victim (PCA), target class {target}")
     ax.legend(fontsize=7, loc="best", ncol=2)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def write_all(layout, result):

@@ -3,13 +3,10 @@ result beside the undefended one."""
 
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from badhash_tf import io_utils, registry  # noqa: E402
+from badhash_tf import io_utils, registry
+from badhash_tf.render.figures import plt, save_png
 
 
 def _kind(name):
@@ -102,10 +99,7 @@ def defenses_png(path, result):
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     bottom.axhline(0.5, color="grey", lw=0.6, ls=":")
     top.set_title("Defenses against each attack")
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_all(output_dir, result):

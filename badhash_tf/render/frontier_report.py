@@ -3,15 +3,12 @@ each figure a mean over seeds with its 95% interval (error bars in the picture).
 
 import os
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from badhash_tf import io_utils, stats  # noqa: E402
-from badhash_tf.eval import backdoor  # noqa: E402
-from badhash_tf.grids import stealth_frontier  # noqa: E402
-from badhash_tf.grids.stealth_frontier import AMPLIFIED, TIE, ranking, subjects  # noqa: E402
+from badhash_tf import io_utils, stats
+from badhash_tf.eval import backdoor
+from badhash_tf.grids import stealth_frontier
+from badhash_tf.grids.stealth_frontier import AMPLIFIED, TIE, ranking, subjects
+from badhash_tf.render.figures import plt, save_png
 
 COLUMNS = ("budget", "method", "seeds", "t_map", "t_map_range", "t_map_clean_victim",
            "backdoor_gain", "clean_map", "clean_map_reference", "psnr", "psnr_min", "ssim",
@@ -182,10 +179,7 @@ def frontier_png(path, result, compare=None):
             f"seed{'s' if seeds > 1 else ''})", fontsize=9)
         axes[-1, column].set_xlabel("poisoned copies' mean PSNR (dB); higher = less visible")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def write_all(output_dir, result, compare=None):

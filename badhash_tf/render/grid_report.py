@@ -5,13 +5,10 @@ outside the reference's interval."""
 
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from badhash_tf import io_utils, stats  # noqa: E402
+from badhash_tf import io_utils, stats
+from badhash_tf.render.figures import plt, save_png
 
 SHOWN = ("t_map", "t_map_clean_victim", "backdoor_gain", "clean_map", "psnr", "ssim")
 COMPARED = ("t_map", "backdoor_gain", "clean_map")
@@ -109,10 +106,7 @@ def plot(result, path):
         ax.legend(fontsize=8)
     ax.set_title(f"{TITLES.get(result['grid'], result['grid'])}\n{result['dataset']}, seeds "
                  f"{','.join(map(str, result['seeds']))} (95% intervals)", fontsize=9)
-    fig.tight_layout()
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def write_all(output_dir, result):

@@ -7,14 +7,11 @@ import html
 import io
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from badhash_tf import io_utils, stats  # noqa: E402
-from badhash_tf.grids.leaderboard import MEANS  # noqa: E402
+from badhash_tf import io_utils, stats
+from badhash_tf.grids.leaderboard import MEANS
+from badhash_tf.render.figures import plt, png_bytes
 
 COLUMNS = ("rank", "tier", "attack", "threat", "seeds") + MEANS
 
@@ -95,11 +92,7 @@ def heatmap_png(board, prefix, title):
                     color="white" if values[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.04)
     ax.set_title(title, fontsize=8, wrap=True)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _html_table(rows, columns):
