@@ -176,8 +176,7 @@ def check_sizes(config, data):
     check_batch("--global_batch_size", c.train.global_batch_size, train, c.retrieval)
     if c.gan.batch_size:
         check_batch("--gan_batch_size", c.gan.batch_size, train, c.retrieval)
-    target = choose_target(c.attack, train.num_classes, c.train.seed)
-    available = int((data.labels("--train_split")[:, target] > 0).sum())
+    target, available = target_images(c, data)
     count = poison.poison_count_for(train.size, available, c.attack.poison_count,
                                     c.attack.poison_rate)
     query = data.labels("--query_split")
@@ -186,6 +185,13 @@ def check_sizes(config, data):
                          f"target label {target}, so none can be triggered toward it")
     check_relevance(c.retrieval, query, data.labels("--database_split"))
     return target, available, count
+
+
+def target_images(config, data):
+    """-> (the seed's target label, how many training images carry it): what a grid needs
+    to size its cells before their plans (which check everything) exist."""
+    target = choose_target(config.attack, data.train.num_classes, config.train.seed)
+    return target, int((data.labels("--train_split")[:, target] > 0).sum())
 
 
 def check_batch(flag, batch, train, retrieval):

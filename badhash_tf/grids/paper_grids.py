@@ -17,7 +17,7 @@ from badhash_tf.config import BACKBONES, METHODS, replace_in
 from badhash_tf.engine import cells as cells_module
 from badhash_tf.engine.experiment import run_seed
 from badhash_tf.engine.layout import BADHASH, VARIANT_JSON, RunLayout
-from badhash_tf.engine.plan import DataView, check_sizes, make_plan
+from badhash_tf.engine.plan import DataView, make_plan, target_images
 from badhash_tf.engine.variants import load_variant
 
 GRIDS = ("transfer", "bits", "poison", "ablation")
@@ -144,7 +144,7 @@ def make_plans(grid, configs, options, output_dir, overwrite=None):
     for seed, config in configs.items():
         root = RunLayout(output_dir).seed(seed).root
         data = data or DataView(config.data, config.retrieval)
-        _, available, _ = check_sizes(config, data)  # the target class's training images
+        _, available = target_images(config, data)  # make_plan checks every size
         plans[seed] = {}
         for cell in make_cells(grid, config, options, available):
             plan = make_plan(cell.config, os.path.join(root, cell.name), list(cell.attacks),
