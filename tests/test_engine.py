@@ -132,6 +132,7 @@ def test_the_leaderboard_gives_intervals_and_tiers(tmp_path):
     leaderboard_page.write_all(str(tmp_path), result)
     text = (tmp_path / "bench.md").read_text()
     assert "| 1 | 1 | badhash |" in text and "0.7000 ± 0.2484" in text
+    assert "Seeds 0, 1, 2 (targets 3, 3, 3; poisoned copies 10, 10, 10)" in text
     assert "0.700<span class='ci'>± 0.248</span>" in (tmp_path / "bench.html").read_text()
     assert np.isclose(stats.interval([0.8, 0.6, 0.7])["half_width"], 0.2484, atol=1e-4)
 

@@ -50,8 +50,8 @@ def markdown(result):
     for dataset, board in result["datasets"].items():
         lines += [f"## {dataset}", "",
                   f"Seeds {', '.join(map(str, board['seeds']))} (targets "
-                  f"{', '.join(map(str, board['targets']))}, "
-                  f"{', '.join(map(str, board['poison_count']))} poisoned copies); "
+                  f"{', '.join(map(str, board['targets']))}; poisoned copies "
+                  f"{', '.join(map(str, board['poison_count']))}); "
                   f"budget {board['budget']:g} dB (0 = none), queries "
                   f"x{board['query_amplification']:g} (CIBA and DarkHash: their patch alone).",
                   "", io_utils.markdown_table(_shown(board["rows"]), COLUMNS)]
