@@ -159,3 +159,11 @@ def test_find_variants_follows_linked_stages_once(tmp_path):
     (run / "loop").symlink_to(run)  # a link back up is not walked again
     assert [os.path.relpath(d, run) for d in harness.find_variants(str(run))] == [
         "badhash", "patch"]
+
+
+def test_the_log_line_names_what_each_kind_of_defense_found():
+    assert harness.summary({"t_map": 0.5, "clean_map": 0.25, "seconds": 3}) == \
+        "t_map 0.5000, clean_map 0.2500"
+    assert harness.summary({"flagged": [4, 8], "target_flagged": True}) == "flags 4,8"
+    assert harness.summary({"flagged": []}) == "flags no label"
+    assert harness.summary({"not_applicable": "n/a"}) == "n/a"

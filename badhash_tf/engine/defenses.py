@@ -264,10 +264,19 @@ def _defend(defender, name, stage, runner):
     if runner.chief:
         cells.finish(stage, figures["seconds"])
         io_utils.write_json(stage.result_path, figures)
-    logging.info("%s / %s: %s in %.0f s", defender.variant.name, name, ", ".join(
-        f"{k} {figures[k]:.4f}" for k in ("t_map", "clean_map", "auroc", "recall")
-        if k in figures), figures["seconds"])
+    logging.info("%s / %s: %s in %.0f s", defender.variant.name, name, summary(figures),
+                 figures["seconds"])
     return figures
+
+
+def summary(figures):
+    """A defense's figures in a log line: its t-MAP, clean MAP, AUROC, recall and the
+    labels it flags (detectors such as Neural Cleanse), whichever it has."""
+    shown = [f"{k} {figures[k]:.4f}" for k in ("t_map", "clean_map", "auroc", "recall")
+             if k in figures]
+    if "flagged" in figures:
+        shown.append(f"flags {','.join(map(str, figures['flagged'])) or 'no label'}")
+    return ", ".join(shown) or "n/a"
 
 
 def gather(plan, results=None):
