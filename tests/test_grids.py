@@ -116,3 +116,11 @@ def test_a_reference_is_read_from_its_directory_and_refused_with_one_line(tmp_pa
     with pytest.raises(ValueError, match=r"^--compare_with=.*other\.json: not a grid\.json "
                                          r"that reads back \(KeyError: 'rows'\)$"):
         paper_grids.load_reference(str(tmp_path / "other.json"), "bits")
+
+
+def test_the_report_states_the_scheme_without_what_the_grid_varies():
+    from badhash_tf.render import grid_report
+    scheme = {"method": "hashnet", "backbone": "small_cnn", "bits": 32}
+    assert grid_report._scheme(scheme, ["bits"]) == "hashnet, small_cnn"
+    assert grid_report._scheme(scheme, ["surrogate", "victim"]) == "small_cnn, 32 bits"
+    assert grid_report._scheme(scheme, ["poison"]) == "hashnet, small_cnn, 32 bits"

@@ -36,7 +36,7 @@ def markdown(result):
              f"± the half-width of their {result['interval']} (none with one seed). "
              "`backdoor_gain` = t-MAP minus the clean victim's t-MAP on the same triggered "
              "queries (the backdoor's own share); `clean_map_reference` is the clean victim's "
-             f"MAP. Scheme otherwise: {s['method']}, {s['backbone']}, {s['bits']} bits; "
+             f"MAP. Scheme otherwise: {_scheme(s, axes)}; "
              f"triggers {'grey (R = G = B)' if result.get('grey_triggers') else 'per channel'}."
              + (f" Missing cells: {result['missing_cells']}." if result["missing_cells"]
                 else ""), ""]
@@ -53,6 +53,16 @@ def markdown(result):
     if "seconds" in result:
         lines += ["", f"Wall time of this run: {result['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _scheme(scheme, axes):
+    """The first cell's scheme without what the grid varies ("hashnet, small_cnn, 32
+    bits"; a bits grid leaves its bits out, a transfer grid its methods)."""
+    varied = {"bits"} & set(axes) or ({"method"} if {"surrogate", "victim"} & set(axes)
+                                       else set())
+    parts = [scheme["method"] if "method" not in varied else "",
+             scheme["backbone"], f"{scheme['bits']} bits" if "bits" not in varied else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _matrix(rows, key):
