@@ -69,7 +69,7 @@ def _identity(path, size, mtime_ns):
 _FILE_IDENTITY = re.compile(r"^.* \(sha256 ([0-9a-f]{16})\)$")
 
 
-def comparable(value):
+def _comparable(value):
     """A fingerprint value as two fingerprints compare it: a file's identity ("PATH (sha256
     H)") by its bytes' digest H alone, anything else as it is."""
     match = _FILE_IDENTITY.match(value) if isinstance(value, str) else None
@@ -130,7 +130,7 @@ def differences(recorded, now, default=None):
     out = []
     for key in sorted(set(recorded) | set(now)):
         before, after = recorded.get(key, "(unset)"), now.get(key, "(unset)")
-        if comparable(before) == comparable(after):
+        if _comparable(before) == _comparable(after):
             continue
         if key.startswith(DATA_IDENTITY) and isinstance(before, dict) and \
                 isinstance(after, dict):

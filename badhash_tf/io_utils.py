@@ -195,6 +195,11 @@ def write_text(path, text):
         f.write(text)
 
 
+def write_bytes(path, data):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 

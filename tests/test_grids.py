@@ -12,6 +12,7 @@ from badhash_tf import stats
 from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
                                HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
 from badhash_tf.grids import paper_grids
+from badhash_tf.render import grid_report
 from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
 
 CONFIG = ExperimentConfig(DataConfig(), HashingConfig(bits=32), TrainConfig(),
@@ -119,7 +120,6 @@ def test_a_reference_is_read_from_its_directory_and_refused_with_one_line(tmp_pa
 
 
 def test_the_report_states_the_scheme_without_what_the_grid_varies():
-    from badhash_tf.render import grid_report
     scheme = {"method": "hashnet", "backbone": "small_cnn", "bits": 32}
     assert grid_report._scheme(scheme, ["bits"]) == "hashnet, small_cnn"
     assert grid_report._scheme(scheme, ["surrogate", "victim"]) == "small_cnn, 32 bits"

@@ -113,7 +113,6 @@ def samples_png(path, samples):
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
     save_png(fig, path)
-    save_png(fig, path)
 
 
 def pca_2d(codes, fit_on):

@@ -6,16 +6,14 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402,F401  (the renderers' pyplot)
+import matplotlib.pyplot as plt  # noqa: E402  (also the renderers' pyplot)
 
 from badhash_tf import io_utils  # noqa: E402
 
 
 def save_png(fig, path, dpi=100):
     """Lays out `fig`, writes it to `path` atomically as PNG and closes it."""
-    data = png_bytes(fig, dpi)
-    with io_utils.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    io_utils.write_bytes(path, png_bytes(fig, dpi))
 
 
 def png_bytes(fig, dpi=100):

@@ -3,7 +3,6 @@ each figure a mean over seeds with its 95% interval (error bars in the picture).
 
 import os
 
-
 from badhash_tf import io_utils, stats
 from badhash_tf.eval import backdoor
 from badhash_tf.grids import stealth_frontier

@@ -58,11 +58,9 @@ def markdown(result):
 def _scheme(scheme, axes):
     """The first cell's scheme without what the grid varies ("hashnet, small_cnn, 32
     bits"; a bits grid leaves its bits out, a transfer grid its methods)."""
-    varied = {"bits"} & set(axes) or ({"method"} if {"surrogate", "victim"} & set(axes)
-                                       else set())
-    parts = [scheme["method"] if "method" not in varied else "",
-             scheme["backbone"], f"{scheme['bits']} bits" if "bits" not in varied else ""]
-    return ", ".join(p for p in parts if p)
+    methods_vary = "surrogate" in axes or "victim" in axes
+    return ", ".join(([] if methods_vary else [scheme["method"]]) + [scheme["backbone"]]
+                     + ([] if "bits" in axes else [f"{scheme['bits']} bits"]))
 
 
 def _matrix(rows, key):

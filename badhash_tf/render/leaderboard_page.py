@@ -245,9 +245,7 @@ def write_all(output_dir, result):
             if png:
                 heatmaps[(dataset, prefix)] = png
                 name = f"bench_{dataset}_{prefix.rstrip('_')}.png"
-                with io_utils.atomic_path(os.path.join(output_dir, name)) as tmp:
-                    with open(tmp, "wb") as f:
-                        f.write(png)
+                io_utils.write_bytes(os.path.join(output_dir, name), png)
     strips = {dataset: {row.get("name", row["attack"]): thumbnail_strip(
         os.path.join(output_dir, row["samples"])) for row in board["rows"] if "samples" in row}
         for dataset, board in result["datasets"].items()}
