@@ -2,6 +2,7 @@
 stages made once and linked; a generator trained once for cells that differ only in the
 victim; the summary's intervals; --compare_with marks inside and outside."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from badhash_tf import stats
 from badhash_tf.config import (AttackConfig, DataConfig, ExperimentConfig, GANConfig,
                                HashingConfig, LabCLNConfig, RetrievalConfig, TrainConfig)
+from badhash_tf.engine import plan as plan_module
 from badhash_tf.grids import paper_grids
 from badhash_tf.render import grid_report
 from tests.conftest import PLUGIN_ENV, ROOT, tiny_command
@@ -46,6 +48,27 @@ def test_bits_and_poison_cells():
         paper_grids.poison_cells(CONFIG, ["50"], 18)
     with pytest.raises(ValueError, match="'third' is neither a count > 0 nor one of"):
         paper_grids.parse_poison(["third"])
+
+
+def test_poison_cells_of_equal_counts_share_one_attack_run(tmp_path, data_dir):
+    """"half" of the target's images and that count named: one attack run, the second cell's
+    directory a link to the first's (its figures are the same run's)."""
+    config = dataclasses.replace(
+        CONFIG, data=DataConfig(data_dir=data_dir),
+        retrieval=RetrievalConfig(train_split="train[:64]", query_split="query[:40]",
+                                  database_split="database[:200]", map_top_k=100),
+        attack=AttackConfig(target_label=0))
+    _, available = plan_module.target_images(config, plan_module.DataView(
+        config.data, config.retrieval))
+    half = str(round(available / 2))
+    plans = paper_grids.make_plans("poison", {0: config}, {"poison": ["quarter", "half", half]},
+                                   str(tmp_path / "grid"))
+    seed = tmp_path / "grid" / "seed_0"
+    assert os.readlink(seed / f"poison_{half}" / "badhash") == "../poison_half/badhash"
+    assert not (seed / "poison_quarter" / "badhash").exists()  # made when it runs
+    assert os.readlink(seed / f"poison_{half}" / "surrogate") == "../poison_quarter/surrogate"
+    assert [p.count for _, p in plans[0].values()] == [round(available / 4) or 1,
+                                                       int(half), int(half)]
 
 
 def test_inside_and_compare_rows():

@@ -155,13 +155,20 @@ def make_plans(grid, configs, options, output_dir, overwrite=None):
 
 
 def link_shared(plans, overwrite=None):
-    """Every shared stage of `plans` whose fingerprint an earlier plan's same stage has, and
-    that is not on disk yet, becomes a relative link to that stage's directory (made empty
-    when missing), so it is made once; the plans' decisions are then taken again."""
+    """Every stage of `plans` (shared or an attack cell) whose fingerprint an earlier plan's
+    same stage has, and that is not on disk yet, becomes a relative link to that stage's
+    directory (made empty when missing), so it is made once (e.g. the HashNet surrogate of
+    every HashNet-to-X cell; poison cells "50" and "half" of 100 images, one attack run);
+    the plans' decisions are then taken again."""
     first = {}
     for plan in plans:
-        for name, stage in plan.shared.items():
-            key = (name, json.dumps(stage.fingerprint, sort_keys=True, default=str))
+        # an attack cell is keyed with its plan's shared stages: linked only to a cell made
+        # from the same stages
+        upstream = _text({n: s.fingerprint for n, s in plan.shared.items()})
+        stages = [*plan.shared.items(),
+                  *((f"attack {c.name} from {upstream}", c.stage) for c in plan.attacks)]
+        for name, stage in stages:
+            key = (name, _text(stage.fingerprint))
             if key not in first:
                 first[key] = stage.directory
                 continue
@@ -175,6 +182,10 @@ def link_shared(plans, overwrite=None):
             except FileExistsError:  # another shard linked it meanwhile
                 pass
         plan.decisions = cells_module.check(plan.stages, plan.layout.root, overwrite)
+
+
+def _text(fingerprint):
+    return json.dumps(fingerprint, sort_keys=True, default=str)
 
 
 def grid_cells(plans):
