@@ -43,6 +43,20 @@ def test_digits_images_and_slicing(data_dir):
     assert images.numpy().max() > 0.9  # real strokes, not an empty canvas
 
 
+def test_a_split_kept_in_memory_is_decoded_once_for_every_evaluation(data_dir):
+    """Every victim evaluated on one Split object reads the same cached batches; a copy of
+    the split, and a streamed evaluation, do not share them."""
+    split = load_split(DataConfig(data_dir=data_dir), "query[:40]")
+    cached = eval_dataset(split, batch_size=16, in_memory=True)
+    assert eval_dataset(split, batch_size=16, in_memory=True) is cached
+    assert eval_dataset(split, batch_size=16) is not cached
+    assert eval_dataset(dataclasses.replace(split), batch_size=16, in_memory=True) is not cached
+    streamed = np.concatenate([x.numpy() for x, _ in eval_dataset(split, batch_size=16)])
+    for _ in range(2):  # filled, then read back from memory: the same images in order
+        np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in cached]), streamed)
+    assert streamed.shape == (40, 32, 32, 3)
+
+
 def test_mosaics_are_multi_label(data_dir):
     config = DataConfig(dataset="badhash_digit_mosaics", data_dir=data_dir)
     assert [load_split(config, s).size for s in ("query", "train", "database")] == [200, 1000, 1800]

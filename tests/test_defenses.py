@@ -3,6 +3,8 @@ planted outlier cluster and not a random one; fine-pruning removes the requested
 channels and keeps them removed through fine-tuning; STRIP tells a constant-code model
 apart; `defend` refuses bad input before any work."""
 
+import dataclasses
+import json
 import os
 
 import keras
@@ -10,12 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from badhash_tf.config import RetrievalConfig
+from badhash_tf.config import DataConfig, RetrievalConfig
 from badhash_tf.training.victim import train_and_evaluate
 from badhash_tf.data import inputs
 from badhash_tf.defense import inspection, repair, strip, transforms
 from badhash_tf.engine import defenses as harness
 from badhash_tf.engine.layout import VARIANT_JSON
+from badhash_tf.engine.plan import DataView
 from badhash_tf.models.hashing import HashingModel
 from badhash_tf.config import HashingConfig
 from badhash_tf.config import TrainConfig
@@ -167,3 +170,18 @@ def test_the_log_line_names_what_each_kind_of_defense_found():
     assert harness.summary({"flagged": [4, 8], "target_flagged": True}) == "flags 4,8"
     assert harness.summary({"flagged": []}) == "flags no label"
     assert harness.summary({"not_applicable": "n/a"}) == "n/a"
+
+
+def test_the_defenses_read_the_attacks_splits(data_dir):
+    """A defended variant's data config, read back from its record, finds the attacks'
+    Split objects (and so their decoded database); other data is loaded, once."""
+    view = DataView(DataConfig(data_dir=data_dir), RetrievalConfig(
+        train_split="train[:64]", query_split="query[:40]", database_split="database[:200]"))
+    recorded = DataConfig(**json.loads(json.dumps(dataclasses.asdict(view.config))))
+    splits = harness.SplitCache(view)
+    assert splits.split(recorded, "database[:200]") is view.database
+    assert splits.split(recorded, "query[:40]") is view.query
+    other = splits.split(recorded, "query[:20]")
+    assert other.size == 20 and splits.split(recorded, "query[:20]") is other
+    images, labels = splits.arrays(recorded, "query[:40]")
+    assert images.shape == (40, 32, 32, 3) and splits.arrays(recorded, "query[:40]")[0] is images

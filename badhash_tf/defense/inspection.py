@@ -102,7 +102,7 @@ def _defense(name):
                              int(kept.sum()), labels.shape[1])
         model, metrics, codes = train_and_evaluate(
             v.data, v.hashing, v.train, defender.final_only(), out, defender.strategy,
-            train_split=split)
+            train_split=split, splits=defender.eval_splits)
         return {**detection_figures(scores, is_poison, removed),
                 "removal_fraction": c.removal_fraction,
                 "t_map": defender.t_map(model, v.triggered[0], codes["database"]),

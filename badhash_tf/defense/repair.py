@@ -103,7 +103,8 @@ def _defense(name):
                                                           subset.size))
         model, metrics, codes = train_and_evaluate(
             v.data, v.hashing, train, defender.final_only(), out, defender.strategy,
-            train_split=subset, initialize=initializer(weights, mask))
+            train_split=subset, initialize=initializer(weights, mask),
+            splits=defender.eval_splits)
         if mask is not None:
             extra["pruned_after_finetune"] = pruned_channels(model)
         return {"t_map": defender.t_map(model, v.triggered[0], codes["database"]),

@@ -10,7 +10,6 @@ receives: the attack's victim and queries, the clean data, a small clean subset.
 """
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -151,17 +150,46 @@ def load_variant(directory, run_dir):
                    train, r, victim, triggered, database)
 
 
+class SplitCache:
+    """The splits the defenses of one run read, each loaded once and, as arrays, decoded
+    once: every attack's defender and every victim a defense retrains share them (and so
+    the database's decoded evaluation batches, inputs.eval_dataset)."""
+
+    def __init__(self, view=None):
+        """`view`: the attacks' DataView (engine/plan.py), when they ran in this process:
+        its Split objects serve where the same data and spec are asked."""
+        self._splits, self._arrays = {}, {}
+        if view is not None:
+            self._splits.update({(view.config, spec): view.splits[flag]
+                                 for flag, spec in view.specs.items()})
+
+    def split(self, data, spec):
+        """DataConfig, split spec -> inputs.Split."""
+        if (data, spec) not in self._splits:
+            self._splits[(data, spec)] = inputs.load_split(data, spec)
+        return self._splits[(data, spec)]
+
+    def arrays(self, data, spec):
+        """DataConfig, split spec -> (images [N, S, S, 3], labels [N, C])."""
+        if (data, spec) not in self._arrays:
+            self._arrays[(data, spec)] = inputs.split_arrays(self.split(data, spec))
+        return self._arrays[(data, spec)]
+
+
 class Defender:
     """What the defender holds for one attack: its victim and triggered queries
     (`variant`), the clean query split, the clean training split, a small clean subset
-    (--clean_fraction of it), the defense settings and the strategy."""
+    (--clean_fraction of it), the splits a retrained victim is evaluated on, the defense
+    settings and the strategy."""
 
-    def __init__(self, variant, config, strategy, arrays):
-        """`arrays(data config, split)` -> (images, labels): the splits, decoded once for
-        every attack that shares them."""
+    def __init__(self, variant, config, strategy, splits):
+        """`splits`: the run's SplitCache."""
         v, self.variant, self.config, self.strategy = variant, variant, config, strategy
-        self.queries = arrays(v.data, v.retrieval.query_split)
-        clean = arrays(v.data, v.retrieval.train_split)
+        r = v.retrieval
+        self.eval_splits = {flag: splits.split(v.data, spec) for flag, spec in (
+            ("--query_split", r.query_split), ("--database_split", r.database_split))}
+        self.queries = splits.arrays(v.data, r.query_split)
+        clean = splits.arrays(v.data, r.train_split)
         self.clean_train = clean
         rng = np.random.default_rng(config.seed)
         size = max(2, round(config.clean_fraction * len(clean[0])))
@@ -230,11 +258,11 @@ def plan_defenses(run_dir, names, config, output_dir, only=(), overwrite=False):
     return DefensePlan(run_dir, tuple(names), config, output_dir, variants, stages)
 
 
-def run_defenses(plan, runner, cell_keys=None):
+def run_defenses(plan, runner, cell_keys=None, data=None):
     """Every (or the given) (attack directory, defense) cell of `plan`, each finished one
-    read back -> {(directory, defense): figures}."""
-    arrays = functools.lru_cache(maxsize=None)(
-        lambda data, split: inputs.split_arrays(inputs.load_split(data, split)))
+    read back -> {(directory, defense): figures}. `data`: the attacks' DataView, when they
+    ran in this process (their splits are read again otherwise)."""
+    splits = SplitCache(data)
     keys = plan.cells if cell_keys is None else cell_keys
     defenders, results = {}, {}
     for i, (directory, name) in enumerate(keys):
@@ -249,7 +277,7 @@ def run_defenses(plan, runner, cell_keys=None):
                 variant = load_variant(directory, plan.run_dir)
                 logging.info("attack %s (target %d): defenses %s", variant.name,
                              variant.target, ", ".join(plan.names))
-                defenders[directory] = Defender(variant, plan.config, runner.strategy, arrays)
+                defenders[directory] = Defender(variant, plan.config, runner.strategy, splits)
             results[(directory, name)] = _defend(defenders[directory], name, stage, runner)
     return results
 

@@ -91,7 +91,7 @@ class Bench:
                     for cell in plan.attacks if cell.name == c[2]]
             if keys:
                 dplan = self.defense_plan(plan, sorted(defended))
-                defense_engine.run_defenses(dplan, runner, keys)
+                defense_engine.run_defenses(dplan, runner, keys, data=plan.data)
 
     def defense_plan(self, plan, attacks=None):
         """The defense cells of one (dataset, seed) on its finished `attacks` (default
