@@ -86,11 +86,16 @@ def test_inside_and_compare_rows():
 
 def test_transfer_grid_end_to_end(tmp_path, data_dir):
     """Two methods, one seed: four cells, the shared stages made once each (links), the
-    generator of the HashNet surrogate trained once for both victims, grid.json's rows;
-    then a gathering run against an edited reference marks one figure in, one out."""
+    generator of the HashNet surrogate trained once for both victims, grid.json's rows,
+    each marked against a reference (one run: one figure certainly inside its reference
+    interval, one certainly outside)."""
     out = tmp_path / "grid"
+    reference = {"grid": "transfer", "seeds": [0, 1, 2], "rows": [
+        {"cell": "hashnet_to_hashnet", "attack": "badhash", "t_map": 0.5, "t_map_ci": 1.0},
+        {"cell": "hashnet_to_csq", "attack": "badhash", "t_map": 5.0, "t_map_ci": 0.1}]}
+    (tmp_path / "ref.json").write_text(json.dumps(reference))
     cmd = [*tiny_command(data_dir, out, program="badhash_tf.grid"), "--grid=transfer",
-           "--grid_methods=hashnet,csq"]
+           "--grid_methods=hashnet,csq", f"--compare_with={tmp_path / 'ref.json'}"]
     done = subprocess.run(cmd, cwd=ROOT, env=PLUGIN_ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     seed = out / "seed_0"
@@ -113,17 +118,11 @@ def test_transfer_grid_end_to_end(tmp_path, data_dir):
     assert first["backdoor_gain"] == pytest.approx(first["t_map"] - first["t_map_clean_victim"])
     assert (out / "grid.png").stat().st_size > 5000
     assert "| hashnet |" in (out / "grid.md").read_text()
-    reference = dict(result)
-    reference["rows"] = [dict(r) for r in result["rows"]]
-    reference["rows"][1]["t_map"] += 0.5  # the csq victim's t-MAP far from this run's
-    (tmp_path / "ref.json").write_text(json.dumps(reference))
-    again = subprocess.run(cmd + [f"--compare_with={tmp_path / 'ref.json'}"], cwd=ROOT,
-                           env=PLUGIN_ENV, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
-    marked = json.loads((out / "grid.json").read_text())
-    assert marked["rows"][0]["compare"]["t_map"]["inside"] is True
-    assert marked["rows"][1]["compare"]["t_map"]["inside"] is False
-    assert marked["compare"]["outside"] == 1
+    assert result["rows"][0]["compare"]["t_map"] == {"reference": 0.5, "reference_ci": 1.0,
+                                                     "inside": True}
+    assert result["rows"][1]["compare"]["t_map"]["inside"] is False
+    assert "compare" not in result["rows"][2]  # no reference row
+    assert result["compare"]["outside"] == 1 and result["compare"]["seeds"] == [0, 1, 2]
     assert "✗" in (out / "grid.md").read_text()
 
 
