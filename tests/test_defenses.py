@@ -174,14 +174,17 @@ def test_the_log_line_names_what_each_kind_of_defense_found():
 
 def test_the_defenses_read_the_attacks_splits(data_dir):
     """A defended variant's data config, read back from its record, finds the attacks'
-    Split objects (and so their decoded database); other data is loaded, once."""
-    view = DataView(DataConfig(data_dir=data_dir), RetrievalConfig(
-        train_split="train[:64]", query_split="query[:40]", database_split="database[:200]"))
+    DataView (and so their decoded database); other splits get their own view, once."""
+    retrieval = RetrievalConfig(train_split="train[:64]", query_split="query[:40]",
+                                database_split="database[:200]")
+    view = DataView(DataConfig(data_dir=data_dir), retrieval)
     recorded = DataConfig(**json.loads(json.dumps(dataclasses.asdict(view.config))))
-    splits = harness.SplitCache(view)
-    assert splits.split(recorded, "database[:200]") is view.database
-    assert splits.split(recorded, "query[:40]") is view.query
-    other = splits.split(recorded, "query[:20]")
-    assert other.size == 20 and splits.split(recorded, "query[:20]") is other
-    images, labels = splits.arrays(recorded, "query[:40]")
-    assert images.shape == (40, 32, 32, 3) and splits.arrays(recorded, "query[:40]")[0] is images
+    views = {}
+    views[harness._view_key(view.config, view.retrieval)] = view
+    assert harness.data_view(views, recorded, retrieval) is view
+    assert harness.data_view(views, recorded, retrieval).database is view.database
+    other_retrieval = dataclasses.replace(retrieval, query_split="query[:20]")
+    other = harness.data_view(views, recorded, other_retrieval)
+    assert other.query.size == 20 and harness.data_view(views, recorded, other_retrieval) is other
+    images, labels = other.arrays("--query_split")
+    assert images.shape == (20, 32, 32, 3) and other.arrays("--query_split")[0] is images

@@ -23,9 +23,9 @@ from badhash_tf import choices, io_utils, registry
 from badhash_tf.attack import poison
 from badhash_tf.config import (DataConfig, HashingConfig, RetrievalConfig,
                                TrainConfig)
-from badhash_tf.data import inputs
 from badhash_tf.engine import cells
 from badhash_tf.engine.layout import DEFENSE_JSON, TRIGGERED_QUERIES, VARIANT_JSON
+from badhash_tf.engine.plan import DataView
 from badhash_tf.eval import retrieval
 from badhash_tf.eval.codes import encode_arrays
 from badhash_tf.models.hashing import HashingModel
@@ -150,30 +150,19 @@ def load_variant(directory, run_dir):
                    train, r, victim, triggered, database)
 
 
-class SplitCache:
-    """The splits the defenses of one run read, each loaded once and, as arrays, decoded
-    once: every attack's defender and every victim a defense retrains share them (and so
-    the database's decoded evaluation batches, inputs.eval_dataset)."""
+def data_view(views, data, retrieval):
+    """The DataView (engine/plan.py) of a defended attack's data and splits, made once per
+    run in `views` {(data, train, query, database spec): DataView}, which may hold the
+    attacks' own: every defender and every victim a defense retrains share its splits (and
+    so the decoded arrays and the database's cached evaluation batches)."""
+    key = _view_key(data, retrieval)
+    if key not in views:
+        views[key] = DataView(data, retrieval)
+    return views[key]
 
-    def __init__(self, view=None):
-        """`view`: the attacks' DataView (engine/plan.py), when they ran in this process:
-        its Split objects serve where the same data and spec are asked."""
-        self._splits, self._arrays = {}, {}
-        if view is not None:
-            self._splits.update({(view.config, spec): view.splits[flag]
-                                 for flag, spec in view.specs.items()})
 
-    def split(self, data, spec):
-        """DataConfig, split spec -> inputs.Split."""
-        if (data, spec) not in self._splits:
-            self._splits[(data, spec)] = inputs.load_split(data, spec)
-        return self._splits[(data, spec)]
-
-    def arrays(self, data, spec):
-        """DataConfig, split spec -> (images [N, S, S, 3], labels [N, C])."""
-        if (data, spec) not in self._arrays:
-            self._arrays[(data, spec)] = inputs.split_arrays(self.split(data, spec))
-        return self._arrays[(data, spec)]
+def _view_key(data, retrieval):
+    return data, retrieval.train_split, retrieval.query_split, retrieval.database_split
 
 
 class Defender:
@@ -182,14 +171,12 @@ class Defender:
     (--clean_fraction of it), the splits a retrained victim is evaluated on, the defense
     settings and the strategy."""
 
-    def __init__(self, variant, config, strategy, splits):
-        """`splits`: the run's SplitCache."""
+    def __init__(self, variant, config, strategy, view):
+        """`view`: the DataView of the variant's data and splits (data_view)."""
         v, self.variant, self.config, self.strategy = variant, variant, config, strategy
-        r = v.retrieval
-        self.eval_splits = {flag: splits.split(v.data, spec) for flag, spec in (
-            ("--query_split", r.query_split), ("--database_split", r.database_split))}
-        self.queries = splits.arrays(v.data, r.query_split)
-        clean = splits.arrays(v.data, r.train_split)
+        self.eval_splits = {f: view.splits[f] for f in ("--query_split", "--database_split")}
+        self.queries = view.arrays("--query_split")
+        clean = view.arrays("--train_split")
         self.clean_train = clean
         rng = np.random.default_rng(config.seed)
         size = max(2, round(config.clean_fraction * len(clean[0])))
@@ -261,8 +248,8 @@ def plan_defenses(run_dir, names, config, output_dir, only=(), overwrite=False):
 def run_defenses(plan, runner, cell_keys=None, data=None):
     """Every (or the given) (attack directory, defense) cell of `plan`, each finished one
     read back -> {(directory, defense): figures}. `data`: the attacks' DataView, when they
-    ran in this process (their splits are read again otherwise)."""
-    splits = SplitCache(data)
+    ran in this process (their splits are loaded again otherwise, once per run)."""
+    views = {} if data is None else {_view_key(data.config, data.retrieval): data}
     keys = plan.cells if cell_keys is None else cell_keys
     defenders, results = {}, {}
     for i, (directory, name) in enumerate(keys):
@@ -277,7 +264,8 @@ def run_defenses(plan, runner, cell_keys=None, data=None):
                 variant = load_variant(directory, plan.run_dir)
                 logging.info("attack %s (target %d): defenses %s", variant.name,
                              variant.target, ", ".join(plan.names))
-                defenders[directory] = Defender(variant, plan.config, runner.strategy, splits)
+                defenders[directory] = Defender(variant, plan.config, runner.strategy, data_view(
+                    views, variant.data, variant.retrieval))
             results[(directory, name)] = _defend(defenders[directory], name, stage, runner)
     return results
 
