@@ -10,7 +10,8 @@ imports, flag checks, loading and checking data; with --log, from the first line
 stage's loop parts (build and restore, input and tracing setup, first call with tracing,
 training, evaluations, checkpoints, summaries), the stage's time outside its loops
 (encoding and scoring, poisoning, records), and the end (after the last stage: reports,
-pictures, exports).
+pictures, exports). Each defense of a bench or `defend` run is a stage
+("defenses/<attack>/<defense>"); the stages are also summed by kind across attacks.
 """
 
 import datetime
@@ -92,12 +93,33 @@ def profile(lines, launched=None, ended=None, year=None):
             "kinds": {k: round(v, 2) for k, v in kinds.items()}}
 
 
+def group(name):
+    """A stage's kind across attacks: "badhash/trigger" -> "trigger",
+    "defenses/badhash/spectral" -> "defense spectral", "surrogate" -> "surrogate"."""
+    parts = name.split("/")
+    if parts[0] == "defenses" and len(parts) == 3:
+        return f"defense {parts[2]}"
+    return parts[-1]
+
+
+def groups(result):
+    """{kind of stage: (seconds, count)}, largest first: where a bench's time goes."""
+    summed = {}
+    for name, record in result["stages"].items():
+        seconds, count = summed.get(group(name), (0.0, 0))
+        summed[group(name)] = (seconds + record["seconds"], count + 1)
+    return dict(sorted(summed.items(), key=lambda kv: -kv[1][0]))
+
+
 def markdown(result, command):
     wall = result["wall"] or 1.0
     rows = [f"# Profile\n\n`{command}`: {result['wall']:.1f} s\n",
             "| kind of work | seconds | share |", "|---|---:|---:|"]
     rows += [f"| {k} | {v:.1f} | {100 * v / wall:.0f}% |"
              for k, v in sorted(result["kinds"].items(), key=lambda kv: -kv[1])]
+    rows += ["", "| kind of stage | seconds | share | stages |", "|---|---:|---:|---:|"]
+    rows += [f"| {k} | {s:.1f} | {100 * s / wall:.0f}% | {n} |"
+             for k, (s, n) in groups(result).items()]
     rows += ["", "| stage | seconds | in its loops | outside |", "|---|---:|---:|---:|"]
     rows += [f"| {name} | {s['seconds']:.1f} | {sum(s['loops'].values()):.1f} | "
              f"{s[OUTSIDE]:.1f} |" for name, s in result["stages"].items()]

@@ -97,6 +97,7 @@ def _check_defend(run):
     env = PLUGIN_ENV
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage defenses/ciba/spectral done in" in done.stderr  # a stage, for profiles
     result = json.loads((run / "defenses" / "defenses.json").read_text())
     assert set(result["variants"]) == {"badhash", "ciba"}
     report = json.loads((run / "report.json").read_text())

@@ -33,3 +33,22 @@ def test_the_profile_splits_a_runs_time_by_stage_and_kind(tiny_run):
 def test_a_log_without_absl_lines_is_named():
     with pytest.raises(ValueError, match="no log lines with absl's prefix"):
         profile_run.profile(["no prefix here"])
+
+
+def test_defenses_are_stages_summed_by_kind_across_attacks():
+    stamp = "I1205 10:{:02d}:{:02d}.000000 1 stages.py:35] "
+    lines = [stamp.format(0, 0) + "stage badhash/trigger ...",
+             stamp.format(0, 10) + "stage badhash/trigger done in 10.0 s",
+             stamp.format(0, 10) + "stage defenses/badhash/spectral ...",
+             stamp.format(0, 40) + "hashing: finished at step 9 in 25.0 s (first call with "
+                                   "tracing 5.0 s, training 20.0 s)",
+             stamp.format(0, 45) + "stage defenses/badhash/spectral done in 35.0 s",
+             stamp.format(0, 45) + "stage defenses/patch/spectral ...",
+             stamp.format(1, 0) + "stage defenses/patch/spectral done in 15.0 s"]
+    result = profile_run.profile(lines)
+    spectral = result["stages"]["defenses/badhash/spectral"]
+    assert spectral["loops"] == {"first call with tracing": 5.0, "training": 20.0}
+    assert spectral[profile_run.OUTSIDE] == 10.0  # the retrained victim's scoring and more
+    assert profile_run.groups(result) == {"defense spectral": (50.0, 2), "trigger": (10.0, 1)}
+    md = profile_run.markdown(result, "bench")
+    assert "| defense spectral | 50.0 | 83% | 2 |" in md

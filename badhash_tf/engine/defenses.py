@@ -266,7 +266,10 @@ def run_defenses(plan, runner, cell_keys=None, data=None):
                              variant.target, ", ".join(plan.names))
                 defenders[directory] = Defender(variant, plan.config, runner.strategy, data_view(
                     views, variant.data, variant.retrieval))
-            results[(directory, name)] = _defend(defenders[directory], name, stage, runner)
+            defender = defenders[directory]
+            results[(directory, name)] = runner.clock.run(  # logged as a stage, profiled
+                f"defenses/{defender.variant.name}/{name}", _defend, defender, name, stage,
+                runner)
     return results
 
 
