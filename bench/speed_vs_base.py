@@ -37,14 +37,18 @@ COMMANDS = {  # (what) -> (base's arguments, this tree's arguments, the result f
                  "frontier.json")}
 SKIP = {"seconds", "this_run", "config", "flags", "run_dir", "backbone"}
 
-flags.DEFINE_string("out", None, "A new directory for the runs, speed.json and speed.md.")
-flags.DEFINE_string("base", "2e138bf", "The commit to compare with.")
-flags.DEFINE_list("what", ["bench", "frontier"], "What to time: bench, frontier.")
-flags.DEFINE_integer("seed", 0, "The seed of both runs.")
-flags.DEFINE_multi_string("extra", [], "A flag added to every command of both trees, "
-                          "repeatable (a tiny trial: --extra=--train_steps=4).")
-flags.mark_flag_as_required("out")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (defined when run, so tests can import this file)."""
+    flags.DEFINE_string("out", None, "A new directory for the runs, speed.json and speed.md.")
+    flags.DEFINE_string("base", "2e138bf", "The commit to compare with.")
+    flags.DEFINE_list("what", ["bench", "frontier"], "What to time: bench, frontier.")
+    flags.DEFINE_integer("seed", 0, "The seed of both runs.")
+    flags.DEFINE_multi_string("extra", [], "A flag added to every command of both trees, "
+                              "repeatable (a tiny trial: --extra=--train_steps=4).")
+    flags.mark_flag_as_required("out")
 
 
 def leaves(tree, path=""):
@@ -76,12 +80,13 @@ def compare(base, head, digits=4):
                          if round(a[p], digits) != round(b[p], digits)]
 
 
-def run(args, cwd, pythonpath, out_dir, log):
-    """One program run: `python -m args --seeds=SEED --output_dir=out_dir` -> wall seconds."""
+def run(args, cwd, pythonpath, out_dir, log, extra=(), seed=0):
+    """One program run: `python -m args extra --seeds=seed --output_dir=out_dir` -> wall
+    seconds."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
     env.pop("BADHASH_TF_CACHE", None)  # every stage made by the program itself
-    command = [sys.executable, "-m"] + args + FLAGS.extra + [f"--seeds={FLAGS.seed}",
-                                                            f"--output_dir={out_dir}"]
+    command = [sys.executable, "-m"] + args + list(extra) + [f"--seeds={seed}",
+                                                             f"--output_dir={out_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(command[1:])} (in {cwd})", flush=True)
     start = time.time()
     with open(log, "w", encoding="utf-8") as f:
@@ -139,8 +144,8 @@ def main(argv):
     for what in FLAGS.what:
         base_args, head_args, result_file = COMMANDS[what]
         old, new = os.path.join(out, f"{what}_base"), os.path.join(out, f"{what}_head")
-        base_seconds = run(base_args, tree, tree, old, old + ".log")
-        seconds = run(head_args, ROOT, ROOT, new, new + ".log")
+        base_seconds = run(base_args, tree, tree, old, old + ".log", FLAGS.extra, FLAGS.seed)
+        seconds = run(head_args, ROOT, ROOT, new, new + ".log", FLAGS.extra, FLAGS.seed)
         with open(os.path.join(old, result_file)) as f, open(os.path.join(new, result_file)) as g:
             compared, differing = compare(json.load(f), json.load(g))
         result["runs"][what] = {"base_seconds": round(base_seconds, 1),
@@ -156,4 +161,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
