@@ -7,7 +7,7 @@ python bench/speed_vs_base.py --out=DIR                    (both; about an hour 
 python bench/speed_vs_base.py --out=DIR --what=frontier --base=2e138bf
 python bench/speed_vs_base.py --out=DIR --what=bench --extra=--train_steps=4 --extra=--defenses=jpeg
 Extracts the base commit with `git archive` into DIR/base_tree and runs each command from
-that tree and from this one, in this Python (the same venv), without a stage cache: each
+that tree and from this one, in this Python (the same venv), into new directories: each
 program makes every stage it needs. This tree runs with per-channel triggers and without
 the clean control (the base had neither), so both compute the same cells. The frontier
 needs the demo's public backbone (`make pretrained`, in runs/pretrain/fashion). Writes
@@ -84,7 +84,7 @@ def run(args, cwd, pythonpath, out_dir, log, extra=(), seed=0):
     """One program run: `python -m args extra --seeds=seed --output_dir=out_dir` -> wall
     seconds."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    env.pop("BADHASH_TF_CACHE", None)  # every stage made by the program itself
+    env["BADHASH_TF_CACHE"] = os.path.join(ROOT, "runs")  # where this tree finds the backbone
     command = [sys.executable, "-m"] + args + list(extra) + [f"--seeds={seed}",
                                                              f"--output_dir={out_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(command[1:])} (in {cwd})", flush=True)
@@ -113,7 +113,7 @@ def base_tree(out, commit):
 
 def markdown(result):
     rows = [f"# Speed against {result['base']}\n", f"Machine: {result['machine']}. Each "
-            "command run once, base first, nothing else running.\n",
+            "command run once, base first, one after the other.\n",
             "| what | base (s) | this tree (s) | ratio | figures compared | differing |",
             "|---|---:|---:|---:|---:|---:|"]
     for what, r in result["runs"].items():
