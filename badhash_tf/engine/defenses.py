@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -266,20 +265,17 @@ def run_defenses(plan, runner, cell_keys=None, data=None):
                              variant.target, ", ".join(plan.names))
                 defenders[directory] = Defender(variant, plan.config, runner.strategy, data_view(
                     views, variant.data, variant.retrieval))
-            defender = defenders[directory]
-            results[(directory, name)] = runner.clock.run(  # logged as a stage, profiled
-                f"defenses/{defender.variant.name}/{name}", _defend, defender, name, stage,
-                runner)
+            results[(directory, name)] = _defend(defenders[directory], name, stage, runner)
     return results
 
 
 def _defend(defender, name, stage, runner):
-    spec, tick = registry.defense(name), time.time()
+    spec, label = registry.defense(name), f"defenses/{defender.variant.name}/{name}"
+    run = spec.run
     if spec.needs_poisoned_set and data_free(defender.variant.record):
-        figures = {"not_applicable": NOT_APPLICABLE}
-    else:
-        figures = spec.run(defender, stage.directory)
-    figures["seconds"] = round(time.time() - tick, 2)
+        run = lambda *_: {"not_applicable": NOT_APPLICABLE}  # noqa: E731
+    figures = runner.clock.run(label, run, defender, stage.directory)  # a stage, profiled
+    figures["seconds"] = runner.clock.seconds[label]
     if runner.chief:
         cells.finish(stage, figures["seconds"])
         io_utils.write_json(stage.result_path, figures)
