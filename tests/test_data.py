@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -13,6 +14,7 @@ from badhash_tf.engine.layout import RunLayout
 from badhash_tf.data import list_files, protocol
 from badhash_tf.data.inputs import (DataConfig, check_splits, eval_dataset, load_split,
                                     train_dataset)
+from badhash_tf.training.labcln import distinct_label_dataset
 from tests.test_fingerprints import CONFIG
 
 
@@ -74,6 +76,24 @@ def test_train_dataset_resume_skips_seen_batches(data_dir):
     np.testing.assert_array_equal(full[4:], resumed)
     with pytest.raises(ValueError, match="global_batch_size=128 exceeds the 64"):
         train_dataset(split, config, 128, seed=0)
+
+
+def test_every_pipeline_runs_without_autotuning_thread(data_dir):
+    # its idle wake-ups blocked iterator deletion at a stage's end for up to a minute
+    config = DataConfig(data_dir=data_dir)
+    split = load_split(config, "train[:64]")
+    pipelines = {"train": train_dataset(split, config, 16, seed=0), "eval": eval_dataset(split),
+                 "labcln": distinct_label_dataset(np.eye(10), 4, seed=0)}
+    for name, ds in pipelines.items():
+        assert (ds.options().autotune.enabled, ds.options().deterministic) == (False, True), name
+    # the same batches as with autotuning on (the order is deterministic either way)
+    tuned = tf.data.Options()
+    tuned.autotune.enabled = True
+    untuned = train_dataset(split, config, 16, seed=0)
+    np.testing.assert_array_equal(
+        np.concatenate([x.numpy() for x, _ in untuned.take(9)]),
+        np.concatenate([x.numpy() for x, _ in
+                        train_dataset(split, config, 16, seed=0).with_options(tuned).take(9)]))
 
 
 def test_bad_split_names(data_dir):

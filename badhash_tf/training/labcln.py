@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from badhash_tf.data import inputs
 from badhash_tf.losses import labcln as losses
 from badhash_tf.models.labcln import LabCLN
 from badhash_tf.training import distribute, loop, optimizers
@@ -68,7 +69,8 @@ def distinct_label_dataset(label_rows, global_batch_size, seed):
         raise ValueError(f"LabCLN batch {global_batch_size} exceeds the {len(rows)} distinct "
                          "label vectors")
     ds = tf.data.Dataset.from_tensor_slices(rows).shuffle(len(rows), seed=seed)
-    return ds.batch(global_batch_size, drop_remainder=True).repeat()
+    ds = ds.batch(global_batch_size, drop_remainder=True).repeat()
+    return ds.with_options(inputs.pipeline_options())
 
 
 def labcln_batch_size(label_rows, config, num_replicas):
