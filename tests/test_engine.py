@@ -38,6 +38,11 @@ def test_a_registered_toy_attack_runs_through_the_pipeline_once_per_check(tiny_r
     assert 0.0 <= toy["t_map"] <= 1.0 and toy["psnr_min"] >= 30.0  # the run's budget
     record = json.loads((tiny_run.dir / "toy_shift" / "stage.json").read_text())
     assert record["fingerprint"]["toy.sign"] == -1.0  # its own section, fingerprinted
+    made_with = json.loads((tiny_run.dir / "surrogate" / "stage.json").read_text())["made_with"]
+    assert made_with == {  # what else decides a stage's sums (conftest: one thread)
+        "tensorflow": tf.__version__, "cpus": os.cpu_count(),
+        "intra_op_threads": os.environ["TF_NUM_INTRAOP_THREADS"],
+        "inter_op_threads": os.environ.get("TF_NUM_INTEROP_THREADS", "default")}
     counts = tiny_run.counts
     for split in ("train[:64]", "query[:40]", "database[:200]"):
         assert counts[f"load_split badhash_digits {split}"] == 1, counts

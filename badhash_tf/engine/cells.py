@@ -157,13 +157,24 @@ def write_record(stage, program=""):
         "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
+def made_with():
+    """What decides a stage's float sums besides its flags, kept in its record: TensorFlow's
+    version, the CPU count and the thread settings ("default": one per core). The same seed
+    with another thread count is another draw (BUILD_NOTES), so a directory made in parts
+    says which stage ran how."""
+    import tensorflow as tf  # (here: the early checks import this module before TF)
+    return {"tensorflow": tf.__version__, "cpus": os.cpu_count(),
+            "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS", "default"),
+            "inter_op_threads": os.environ.get("TF_NUM_INTEROP_THREADS", "default")}
+
+
 def finish(stage, seconds):
-    """A stage's work done: the seconds it took kept in its record (the times a report
-    gives are those of the run that made each stage), and DONE written when it is the
-    stage's result."""
+    """A stage's work done: the seconds it took and what it ran with (made_with) kept in its
+    record (the times a report gives are those of the run that made each stage), and DONE
+    written when it is the stage's result."""
     path = record_path(stage.directory)
     record = read_record(stage.directory) or {"fingerprint": stage.fingerprint}
-    io_utils.write_json(path, {**record, "seconds": seconds,
+    io_utils.write_json(path, {**record, "seconds": seconds, "made_with": made_with(),
                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     if stage.result == DONE:
         io_utils.write_json(stage.result_path, {"seconds": seconds})
